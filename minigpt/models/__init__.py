@@ -1,0 +1,1 @@
+"""Model presets, loading, tokenizer training and the chat template."""

@@ -1,0 +1,137 @@
+"""Build or load a model and its tokenizer from a preset, a local HF folder or (online) a hub id."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from minigpt.config import Strict
+from minigpt.errors import ModelError
+from minigpt.registry import PRESETS
+
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+
+
+class ModelConfig(Strict):
+    init: str
+    """A preset name (random init), a local HF model folder, or a hub id (needs a network)."""
+    tokenizer: str | None = None
+    """Tokenizer folder or hub id; defaults to the model folder. Required for a preset."""
+    overrides: dict[str, Any] = {}
+    """HF config fields to override (e.g. num_hidden_layers); with a preset, also vocab_size."""
+    revision: str | None = None
+    trust_remote_code: bool = False
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3"] = "auto"
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name != "auto":
+        return getattr(torch, name)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def resolve_attn(name: str, device: torch.device) -> str:
+    return "sdpa" if name == "auto" else name
+
+
+def _is_local(init: str) -> bool:
+    return Path(init).expanduser().exists()
+
+
+def load_tokenizer(path: str, revision: str | None = None, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    local = Path(path).expanduser()
+    if local.exists() and not (local / "tokenizer.json").exists() and not (local / "tokenizer_config.json").exists():
+        raise ModelError(f"{path}: no tokenizer files (tokenizer.json / tokenizer_config.json) in this folder")
+    try:
+        return AutoTokenizer.from_pretrained(str(local) if local.exists() else path, revision=revision,
+                                             trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load tokenizer '{path}': {exc}") from exc
+
+
+def check_model_folder(path: Path) -> None:
+    if not (path / "config.json").exists():
+        raise ModelError(f"{path}: not a Hugging Face model folder (no config.json)")
+    if not any((path / name).exists() for name in _WEIGHT_FILES):
+        if any(path.glob("*.bin")) or any(path.glob("*.pt")):
+            raise ModelError(f"{path}: only pickle weights (.bin/.pt) found; miniGPT loads safetensors only")
+        raise ModelError(f"{path}: the model folder has no weights (model.safetensors)")
+
+
+def build_model(cfg: ModelConfig, tokenizer, device: torch.device, dtype: torch.dtype | None = None):
+    """Random-init from a preset, or load pretrained weights (safetensors only)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    dtype = dtype or resolve_dtype(cfg.dtype, device)
+    attn = resolve_attn(cfg.attn_implementation, device)
+    if cfg.init in PRESETS:
+        fields = dict(PRESETS.get(cfg.init))
+        fields["vocab_size"] = len(tokenizer)
+        fields.update(cfg.overrides)
+        model_type = fields.pop("model_type")
+        fields.setdefault("pad_token_id", tokenizer.pad_token_id)
+        fields.setdefault("eos_token_id", tokenizer.eos_token_id)
+        fields.setdefault("bos_token_id", tokenizer.bos_token_id)
+        config = AutoConfig.for_model(model_type, **fields)
+        if config.vocab_size < len(tokenizer):
+            raise ModelError(f"model.overrides.vocab_size {config.vocab_size} < tokenizer size {len(tokenizer)}")
+        model = AutoModelForCausalLM.from_config(config, attn_implementation=attn, dtype=dtype)
+    else:
+        source = cfg.init
+        if _is_local(source):
+            check_model_folder(Path(source).expanduser())
+            source = str(Path(source).expanduser())
+        elif "/" not in source:
+            presets = ", ".join(PRESETS.names())
+            raise ModelError(f"model.init '{cfg.init}' is not a preset ({presets}), a folder, or a hub id")
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                source,
+                revision=cfg.revision,
+                trust_remote_code=cfg.trust_remote_code,
+                use_safetensors=True,
+                dtype=dtype,
+                attn_implementation=attn,
+                **cfg.overrides,
+            )
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load model '{cfg.init}': {exc}") from exc
+        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(len(tokenizer))
+    return model.to(device)
+
+
+def tokenizer_source(cfg: ModelConfig) -> str:
+    if cfg.tokenizer:
+        return cfg.tokenizer
+    if cfg.init in PRESETS:
+        raise ModelError(f"model.init is the preset '{cfg.init}': set model.tokenizer to a tokenizer folder")
+    return cfg.init
+
+
+def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
+    """Total (tied weights once), trainable, and active-per-token parameters (MoE: top-k of E experts)."""
+    seen: set[int] = set()
+    total = trainable = expert = 0
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        total += param.numel()
+        trainable += param.numel() if param.requires_grad else 0
+        if ".experts." in name or name.endswith(".experts"):
+            expert += param.numel()
+    config = getattr(model, "config", None)
+    num_experts = getattr(config, "num_experts", None) or getattr(config, "num_local_experts", None)
+    top_k = getattr(config, "num_experts_per_tok", None)
+    active = total
+    if expert and num_experts and top_k:
+        active = total - expert + expert * top_k // num_experts
+    return {"total": total, "trainable": trainable, "active": active}

@@ -1,0 +1,224 @@
+"""The shared runner: everything a training stage does besides its own datasets and trainer.
+
+config → lock the output folder → seed → tokenizer, rows, model → stage datasets and trainer → train (or
+resume) with the metrics callback → final evaluation → atomic export of the HF folder → stage.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from minigpt.checkpoints import DONE_FILE, OutputLock, export_final, newest_checkpoint, write_json_atomic
+from minigpt.config import dump_config
+from minigpt.errors import TrainingError
+from minigpt.metrics import RunLog, flops_per_token, peak_flops
+from minigpt.models.loading import build_model, load_tokenizer, parameter_counts, tokenizer_source
+from minigpt.registry import STAGES
+from minigpt.stages.base import RunState, StageContext
+from minigpt.stages.config import StageConfig
+from minigpt.stages.rows import load_rows
+from minigpt.stages.trainer import MetricsCallback, attach, quiet_progress
+
+_RUN_MARKERS = ("metrics.jsonl", "checkpoints", DONE_FILE)
+
+
+def pick_device() -> torch.device:
+    if torch.cuda.is_available():
+        from accelerate import PartialState
+
+        return PartialState().device
+    return torch.device("cpu")
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    if name != "auto":
+        return name
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def training_arguments(cfg: StageConfig, device: torch.device, output_dir: Path, has_eval: bool) -> dict[str, Any]:
+    """Keyword arguments for transformers.TrainingArguments (and TRL configs, which subclass it)."""
+    t = cfg.train
+    precision = resolve_precision(t.precision, device)
+    optim = t.optim
+    if optim == "auto":
+        optim = "adamw_torch_fused" if device.type == "cuda" else "adamw_torch"
+    eval_every = t.eval_interval if has_eval and t.eval_interval else 0
+    kwargs: dict[str, Any] = {
+        "output_dir": str(output_dir / "checkpoints"),
+        "per_device_train_batch_size": t.batch_size,
+        "per_device_eval_batch_size": t.eval_batch_size or t.batch_size,
+        "gradient_accumulation_steps": t.grad_accum,
+        "max_steps": t.max_steps,
+        "num_train_epochs": t.epochs,
+        "learning_rate": t.lr,
+        "lr_scheduler_type": t.scheduler,
+        "warmup_steps": t.warmup_steps,
+        "weight_decay": t.weight_decay,
+        "adam_beta1": t.adam_beta1,
+        "adam_beta2": t.adam_beta2,
+        "max_grad_norm": t.max_grad_norm,
+        "bf16": precision == "bf16",
+        "fp16": precision == "fp16",
+        "use_cpu": device.type == "cpu",
+        "activation_checkpointing": t.gradient_checkpointing,
+        "torch_compile": t.compile,
+        "optim": optim,
+        "logging_strategy": "steps",
+        "logging_steps": t.log_interval,
+        "logging_nan_inf_filter": False,  # a NaN must surface, not be averaged away
+        "eval_strategy": "steps" if eval_every else "no",
+        "eval_steps": eval_every or None,
+        "save_strategy": "steps" if t.save_interval else "no",
+        "save_steps": t.save_interval or 500,
+        "save_total_limit": t.save_total_limit,
+        "report_to": "none",  # reporting is done by minigpt.metrics (exact metric names)
+        "disable_tqdm": False,
+        "seed": cfg.seed,
+        "data_seed": cfg.seed,
+        "dataloader_num_workers": t.num_workers,
+        "remove_unused_columns": False,
+        "include_num_input_tokens_seen": "no",  # counted by the stage (knows its padding)
+    }
+    if t.scheduler == "cosine_with_min_lr":
+        kwargs["lr_scheduler_kwargs"] = {"min_lr_rate": t.min_lr_ratio}
+    return kwargs
+
+
+def _prepare_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
+    existing = [m for m in _RUN_MARKERS if (output_dir / m).exists()]
+    if not existing or resume:
+        return
+    if not overwrite:
+        raise TrainingError(
+            f"{output_dir} already holds a run ({', '.join(existing)}). Use --resume to continue it, "
+            "--overwrite to start again, or another output_dir."
+        )
+    for child in output_dir.iterdir():
+        if child.name == ".minigpt.lock":
+            continue
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
+def _trim_metrics(path: Path, last_step: int) -> None:
+    """On resume, drop log records written after the checkpoint we resume from (they will be redone)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= last_step]
+    path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+
+
+def run_stage(cfg: StageConfig, params: Any, *, overwrite: bool = False, callbacks: Sequence[Any] = (),
+              console: bool = True) -> dict[str, Any]:
+    """Run one stage to completion; returns its summary (also written to ``<output_dir>/stage.json``)."""
+    from accelerate import PartialState
+    from transformers import set_seed
+
+    stage_cls = STAGES.get(cfg.stage)
+    output_dir = Path(cfg.output_dir)
+    is_main = PartialState().is_main_process
+    with OutputLock(output_dir) if is_main else nullcontext():
+        if is_main:
+            _prepare_output_dir(output_dir, cfg.resume, overwrite)
+        set_seed(cfg.seed)
+        device = pick_device()
+        tok_src = tokenizer_source(cfg.model)
+        tokenizer = load_tokenizer(tok_src, cfg.model.revision, cfg.model.trust_remote_code)
+        train_rows, val_rows, sources = load_rows(cfg, tokenizer, output_dir)
+        set_seed(cfg.seed)  # the same initial weights whatever data loading consumed
+        model = build_model(cfg.model, tokenizer, torch.device("cpu"), dtype=torch.float32
+                            if cfg.model.dtype == "auto" else None)
+        counts = parameter_counts(model)
+
+        log = RunLog(output_dir, cfg.stage, cfg.train.report_to, enabled=is_main, console=console,
+                     run_name=f"{output_dir.name}-{cfg.stage}", config=cfg.model_dump(mode="json"))
+        if is_main:
+            dump_config(cfg, output_dir / "config.yaml")
+        world = PartialState().num_processes
+        n_layers = getattr(model.config, "num_hidden_layers", 0)
+        hidden = getattr(model.config, "hidden_size", 0)
+        peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+        state = RunState(
+            log=log,
+            flops_per_token=flops_per_token(counts["active"], n_layers, hidden, cfg.data.max_length),
+            peak_flops=peak,
+            n_devices=world,
+            renames=dict(stage_cls.metric_renames),
+        )
+        log.note(f"model {cfg.model.init}: {counts['total']:,} parameters ({counts['active']:,} active, "
+                 f"{counts['trainable']:,} trainable); device {device}; {world} process(es)")
+        log.note(f"data: {len(train_rows)} train rows from {sources[0]}; {len(val_rows)} validation rows")
+        ctx = StageContext(cfg=cfg, params=params, output_dir=output_dir, device=device, tokenizer=tokenizer,
+                           model=model, train_rows=train_rows, val_rows=val_rows, data_sources=sources,
+                           state=state, is_main=is_main)
+        stage = stage_cls(ctx)
+        train_ds, eval_ds = stage.build_datasets()
+        eval_bs = cfg.train.eval_batch_size or cfg.train.batch_size
+        if eval_ds is not None and cfg.train.eval_batches and len(eval_ds) > cfg.train.eval_batches * eval_bs:
+            eval_ds = eval_ds.select(range(cfg.train.eval_batches * eval_bs))
+        args_kwargs = training_arguments(cfg, device, output_dir, eval_ds is not None)
+        trainer_ref: list = []
+        metrics_cb = MetricsCallback(state, trainer_ref)
+        trainer = stage.build_trainer(args_kwargs, train_ds, eval_ds, [metrics_cb, *callbacks])
+        attach(trainer, stage, state)
+        quiet_progress(trainer)
+        trainer_ref.append(trainer)
+
+        checkpoint = newest_checkpoint(output_dir / "checkpoints") if cfg.resume else None
+        if checkpoint is not None:
+            step = int(checkpoint.name.split("-")[-1])
+            if is_main:
+                _trim_metrics(output_dir / "metrics.jsonl", step)
+            log.note(f"resuming from {checkpoint}")
+        elif cfg.resume:
+            log.note("resume requested but no complete checkpoint found: starting from the beginning")
+        started = time.time()
+        try:
+            result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            final_metrics = dict(result.metrics)
+            if eval_ds is not None:
+                if metrics_cb.last_eval_step != trainer.state.global_step:
+                    trainer.evaluate()
+                final_metrics.update(metrics_cb.last_eval)
+            train_seconds = time.time() - started
+            if is_main:
+                export_final(stage.export_model(trainer), tokenizer, output_dir)
+            task_eval = stage.final_evaluation(output_dir) if is_main else {}
+        finally:
+            log.close()
+        summary = {
+            "status": "done",
+            "stage": cfg.stage,
+            "output_dir": str(output_dir),
+            "parameters": counts,
+            "global_step": trainer.state.global_step,
+            "num_tokens": int(trainer.state.num_input_tokens_seen),
+            "train_seconds": round(train_seconds, 2),
+            "final_metrics": {k: v for k, v in final_metrics.items() if isinstance(v, int | float)},
+            "task_eval": task_eval,
+            "train_rows": len(train_rows),
+            "val_rows": len(val_rows),
+        }
+        if is_main:
+            write_json_atomic(output_dir / DONE_FILE, summary)
+        return summary
+
+
+def run_stage_file(path: str, overrides: list[str] | None = None, resume: bool = False, **kwargs) -> dict[str, Any]:
+    from minigpt.stages.config import load_stage_config
+
+    cfg, params = load_stage_config(path, overrides)
+    if resume:
+        cfg.resume = True
+    return run_stage(cfg, params, **kwargs)

@@ -1,0 +1,107 @@
+"""What every stage shares: its context, the Stage base class and the per-run state that feeds the log."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from minigpt.config import Strict
+from minigpt.metrics import RunLog, Throughput
+from minigpt.stages.config import StageConfig
+
+
+class NoParams(Strict):
+    """A stage without fields of its own."""
+
+
+@dataclass
+class RunState:
+    """Shared between the trainer (which counts tokens and adds metrics) and the logging callback."""
+
+    log: RunLog
+    throughput: Throughput = field(default_factory=Throughput)
+    flops_per_token: float | None = None
+    peak_flops: float | None = None
+    n_devices: int = 1
+    renames: dict[str, str] = field(default_factory=dict)
+    _sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    _counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def accumulate(self, name: str, value: float, weight: int = 1) -> None:
+        """Add a value to be averaged over the log interval (e.g. train/mean_token_accuracy)."""
+        self._sums[name] += float(value) * weight
+        self._counts[name] += weight
+
+    def pop_means(self, prefix: str) -> dict[str, float]:
+        out = {}
+        for name in [n for n in self._sums if n.startswith(prefix)]:
+            if self._counts[name]:
+                out[name] = self._sums[name] / self._counts[name]
+            del self._sums[name], self._counts[name]
+        return out
+
+
+@dataclass
+class StageContext:
+    cfg: StageConfig
+    params: Any
+    output_dir: Path
+    device: torch.device
+    tokenizer: Any
+    model: Any
+    train_rows: list[dict[str, Any]]
+    val_rows: list[dict[str, Any]]
+    data_sources: tuple[str, str]
+    """Where train and validation rows came from (for error messages)."""
+    state: RunState
+    is_main: bool = True
+
+
+class Stage(ABC):
+    """A training stage: turns rows into datasets and builds a (transformers / TRL) trainer over them.
+
+    The shared runner (``minigpt.runner``) does everything else: config, model, data loading, logging,
+    checkpoints, resume, final export and evaluation.
+    """
+
+    name: ClassVar[str]
+    schema: ClassVar[str]
+    Params: ClassVar[type[Strict]] = NoParams
+    metric_renames: ClassVar[dict[str, str]] = {}
+    default_packing: ClassVar[bool] = False
+
+    def __init__(self, ctx: StageContext):
+        self.ctx = ctx
+
+    @abstractmethod
+    def build_datasets(self) -> tuple[Any, Any | None]:
+        """(train, eval-or-None) datasets in the form the stage's trainer takes."""
+
+    @abstractmethod
+    def build_trainer(self, args_kwargs: dict[str, Any], train_ds: Any, eval_ds: Any | None, callbacks: list):
+        """The trainer, built with the shared training arguments ``args_kwargs`` and ``callbacks``."""
+
+    def count_batch(self, inputs: dict[str, Any]) -> tuple[int, int]:
+        """(tokens, samples) in a training micro-batch: non-padding tokens."""
+        ids = inputs.get("input_ids")
+        if ids is None:
+            return 0, 0
+        if "attention_mask" in inputs:
+            return int(inputs["attention_mask"].sum()), int(ids.shape[0])
+        labels = inputs.get("labels")
+        if labels is not None:  # packed rows: padding has IGNORE labels
+            return int((labels != -100).sum()) + int(ids.shape[0]), int(ids.shape[0])
+        return int(ids.numel()), int(ids.shape[0])
+
+    def export_model(self, trainer: Any) -> Any:
+        """The model to save as the stage's HF folder (LoRA stages merge their adapter here)."""
+        return trainer.accelerator.unwrap_model(trainer.model)
+
+    def final_evaluation(self, model_dir: Path) -> dict[str, Any]:
+        """Task evaluation after training (e.g. the tic-tac-toe arena); empty by default."""
+        return {}

@@ -1,0 +1,75 @@
+"""Causal-LM stages share one implementation: pretrain and midtrain (packed text) and SFT (conversations,
+loss on assistant tokens only). Each registered stage is a few lines over ``CausalLMStage``."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from datasets import Dataset
+from transformers import Trainer, TrainingArguments
+
+from minigpt.errors import DataError
+from minigpt.stages.base import Stage
+from minigpt.stages.lm_data import IGNORE, PadCollator, encode_conversations, encode_texts, pack_examples
+from minigpt.stages.trainer import MiniGPTTrainerMixin
+
+
+class LMTrainer(MiniGPTTrainerMixin, Trainer):
+    """transformers' Trainer plus mean token accuracy (averaged over each log interval)."""
+
+    track_accuracy = False
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                             num_items_in_batch=num_items_in_batch)
+        if self.track_accuracy:
+            with torch.no_grad():
+                labels = inputs["labels"][:, 1:]
+                predicted = outputs.logits[:, :-1].argmax(-1)
+                mask = labels != IGNORE
+                n = int(mask.sum())
+                if n:
+                    correct = float((predicted.eq(labels) & mask).sum()) / n
+                    prefix = "train/" if model.training else "eval/"
+                    self.minigpt_state.accumulate(prefix + "mean_token_accuracy", correct, n)
+        return (loss, outputs) if return_outputs else loss
+
+
+class CausalLMStage(Stage):
+    track_accuracy: ClassVar[bool] = False
+
+    def _encode(self, rows: list[dict[str, Any]], source: str) -> list[dict[str, list[int]]]:
+        cfg = self.ctx.cfg.data
+        packing = self.default_packing if cfg.packing is None else cfg.packing
+        if self.schema == "conversations":
+            examples, stats = encode_conversations(rows, self.ctx.tokenizer, cfg.max_length, cfg.overlong, source)
+            if packing:
+                examples = pack_examples(examples, cfg.max_length)
+        else:
+            examples, stats = encode_texts(rows, self.ctx.tokenizer, cfg.max_length, packing, source)
+        if stats.truncated or stats.dropped:
+            self.ctx.state.log.note(f"{source}: {stats.truncated} rows truncated to {cfg.max_length} tokens, "
+                                    f"{stats.dropped} dropped {stats.drop_reasons or ''}".rstrip())
+        if not examples:
+            raise DataError("no training examples left after tokenization", file=source)
+        return examples
+
+    def build_datasets(self) -> tuple[Dataset, Dataset | None]:
+        train_src, val_src = self.ctx.data_sources
+        train = Dataset.from_list(self._encode(self.ctx.train_rows, train_src))
+        val = Dataset.from_list(self._encode(self.ctx.val_rows, val_src)) if self.ctx.val_rows else None
+        return train, val
+
+    def build_trainer(self, args_kwargs: dict[str, Any], train_ds, eval_ds, callbacks: list) -> Trainer:
+        trainer = LMTrainer(
+            model=self.ctx.model,
+            args=TrainingArguments(**args_kwargs),
+            data_collator=PadCollator(self.ctx.tokenizer.pad_token_id),
+            train_dataset=train_ds,
+            eval_dataset=eval_ds,
+            processing_class=self.ctx.tokenizer,
+            callbacks=callbacks,
+        )
+        trainer.track_accuracy = self.track_accuracy
+        return trainer

@@ -1,0 +1,205 @@
+"""Tokenization for causal-LM stages: packed text (pretrain/midtrain) and assistant-masked conversations (SFT).
+
+Packed rows carry ``position_ids`` that restart at every document and no attention mask: transformers then
+builds a document-boundary (block-diagonal) causal mask, so packed documents never attend to each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from minigpt.errors import DataError
+
+IGNORE = -100
+
+
+@dataclass
+class TokenStats:
+    rows: int = 0
+    tokens: int = 0
+    truncated: int = 0
+    dropped: int = 0
+    drop_reasons: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "tokens": self.tokens, "truncated": self.truncated, "dropped": self.dropped,
+                "drop_reasons": dict(self.drop_reasons)}
+
+
+def _messages(row: dict[str, Any]) -> list[dict[str, str]] | None:
+    value = row.get("conversations", row.get("messages"))
+    return value if isinstance(value, list) else None
+
+
+def row_text(row: dict[str, Any], tokenizer) -> str:
+    """Text of a pretraining row; conversations are rendered with the chat template (midtrain)."""
+    if isinstance(row.get("text"), str):
+        return row["text"]
+    messages = _messages(row)
+    if messages is not None:
+        return tokenizer.apply_chat_template(messages, tokenize=False)
+    raise DataError("row has neither 'text' nor 'conversations'", field="text")
+
+
+def conversation_ids(messages: list[dict[str, str]], tokenizer) -> tuple[list[int], list[int]]:
+    """Token ids and labels of a conversation; labels are IGNORE except on assistant turns.
+
+    Each rendered segment is tokenized on its own, so the boundary between prompt and answer is the same as
+    at generation time (prompt rendered with ``add_generation_prompt`` and the answer generated after it).
+    """
+    ids: list[int] = []
+    labels: list[int] = []
+    rendered = ""
+    for i, message in enumerate(messages):
+        if message.get("role") == "assistant":
+            prefix = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True) \
+                if i else ""
+            full = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+            pieces = ((prefix, False), (full, True))
+        else:
+            full = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+            pieces = ((full, False),)
+        for text, trained in pieces:
+            if not text.startswith(rendered):
+                raise DataError(
+                    "the chat template is not prefix-stable (rendering more turns changes earlier text), "
+                    "so assistant tokens cannot be located; use a template that renders turns independently",
+                    field="conversations",
+                )
+            delta = text[len(rendered) :]
+            rendered = text
+            if not delta:
+                continue
+            piece = tokenizer(delta, add_special_tokens=False)["input_ids"]
+            ids.extend(piece)
+            labels.extend(piece if trained else [IGNORE] * len(piece))
+    return ids, labels
+
+
+def encode_conversations(
+    rows: Iterable[dict[str, Any]], tokenizer, max_length: int, overlong: str, source: str = "<data>"
+) -> tuple[list[dict[str, list[int]]], TokenStats]:
+    stats = TokenStats()
+    examples = []
+    for n, row in enumerate(rows, start=1):
+        messages = _messages(row)
+        if messages is None:
+            raise DataError("expected a 'conversations' (or 'messages') list", file=source, line=n,
+                            field="conversations")
+        ids, labels = conversation_ids(messages, tokenizer)
+        stats.rows += 1
+        if len(ids) > max_length:
+            if overlong == "error":
+                raise DataError(f"{len(ids)} tokens > data.max_length {max_length} (data.overlong: error)",
+                                file=source, line=n, field="conversations")
+            if overlong == "drop":
+                stats.dropped += 1
+                stats.drop_reasons["longer than max_length"] = stats.drop_reasons.get("longer than max_length",
+                                                                                      0) + 1
+                continue
+            ids, labels = ids[:max_length], labels[:max_length]
+            stats.truncated += 1
+        if all(label == IGNORE for label in labels[1:]):
+            stats.dropped += 1
+            reason = "no assistant tokens left"
+            stats.drop_reasons[reason] = stats.drop_reasons.get(reason, 0) + 1
+            continue
+        stats.tokens += len(ids)
+        examples.append({"input_ids": ids, "labels": labels})
+    return examples, stats
+
+
+def pack_stream(docs: Iterable[list[int]], max_length: int) -> list[dict[str, list[int]]]:
+    """Concatenate documents and cut into ``max_length`` blocks; positions restart at each document."""
+    blocks = []
+    ids: list[int] = []
+    pos: list[int] = []
+    for doc in docs:
+        start = 0
+        while start < len(doc):
+            take = min(len(doc) - start, max_length - len(ids))
+            ids.extend(doc[start : start + take])
+            pos.extend(range(take))
+            start += take
+            if len(ids) == max_length:
+                blocks.append({"input_ids": ids, "labels": list(ids), "position_ids": pos})
+                ids, pos = [], []
+    if len(ids) > 1:  # the tail becomes a shorter block rather than being thrown away
+        blocks.append({"input_ids": ids, "labels": list(ids), "position_ids": pos})
+    return blocks
+
+
+def pack_examples(examples: list[dict[str, list[int]]], max_length: int) -> list[dict[str, list[int]]]:
+    """Greedy in-order packing of whole (already truncated) examples, keeping their labels."""
+    blocks = []
+    cur: dict[str, list[int]] = {"input_ids": [], "labels": [], "position_ids": []}
+    for ex in examples:
+        if cur["input_ids"] and len(cur["input_ids"]) + len(ex["input_ids"]) > max_length:
+            blocks.append(cur)
+            cur = {"input_ids": [], "labels": [], "position_ids": []}
+        cur["input_ids"].extend(ex["input_ids"])
+        cur["labels"].extend(ex["labels"])
+        cur["position_ids"].extend(range(len(ex["input_ids"])))
+    if cur["input_ids"]:
+        blocks.append(cur)
+    return blocks
+
+
+def encode_texts(rows: Iterable[dict[str, Any]], tokenizer, max_length: int, packing: bool,
+                 source: str = "<data>") -> tuple[list[dict[str, list[int]]], TokenStats]:
+    stats = TokenStats()
+    eos = tokenizer.eos_token_id
+    docs = []
+    for n, row in enumerate(rows, start=1):
+        try:
+            text = row_text(row, tokenizer)
+        except DataError as exc:
+            raise DataError(str(exc).split(": ", 1)[-1], file=source, line=n, field="text") from None
+        if not text:
+            stats.dropped += 1
+            stats.drop_reasons["empty text"] = stats.drop_reasons.get("empty text", 0) + 1
+            continue
+        doc = tokenizer(text, add_special_tokens=False)["input_ids"] + [eos]
+        stats.rows += 1
+        stats.tokens += len(doc)
+        docs.append(doc)
+    if packing:
+        return pack_stream(docs, max_length), stats
+    out = []
+    for doc in docs:
+        if len(doc) > max_length:
+            stats.truncated += 1
+            doc = doc[:max_length]
+        out.append({"input_ids": doc, "labels": list(doc)})
+    return out, stats
+
+
+class PadCollator:
+    """Right-pads a batch. Packed rows (with position_ids) are all full length except the last block, which
+    is padded with IGNORE labels and positions continuing its last document."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad = pad_token_id
+
+    def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        packed = "position_ids" in features[0]
+        ids, labels, mask, pos = [], [], [], []
+        for f in features:
+            n = len(f["input_ids"])
+            ids.append(list(f["input_ids"]) + [self.pad] * (width - n))
+            labels.append(list(f["labels"]) + [IGNORE] * (width - n))
+            mask.append([1] * n + [0] * (width - n))
+            if packed:
+                last = f["position_ids"][-1] if n else -1
+                pos.append(list(f["position_ids"]) + list(range(last + 1, last + 1 + width - n)))
+        batch = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
+        if packed:
+            batch["position_ids"] = torch.tensor(pos)
+        else:
+            batch["attention_mask"] = torch.tensor(mask)
+        return batch

@@ -1,0 +1,200 @@
+"""Data generators for every stage, registered in ``GENERATORS``.
+
+Each generator is ``(**kwargs) -> Iterator[dict]`` and yields rows in the DESIGN section 4 schemas with
+``meta: {source, id}``. Ids are built from the board and move(s), so they are stable across runs and
+unique within one generator's output. All randomness comes from ``seed``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+from minigpt.errors import ConfigError
+from minigpt.registry import GENERATORS
+from minigpt.tasks.tictactoe.engine import (
+    EMPTY_BOARD,
+    X,
+    all_positions,
+    legal_moves,
+    play,
+    side_to_move,
+    winner,
+)
+from minigpt.tasks.tictactoe.format import build_prompt, format_answer, prompt_text, render_board
+from minigpt.tasks.tictactoe.solver import move_values, optimal_moves, outcome
+
+_SEATS = ("both", "X", "O")
+
+
+def _positions(seats: str, sample: int | None, seed: int) -> list[str]:
+    """All live positions for the requested seat(s), or a seeded sample of ``sample`` of them."""
+    if seats not in _SEATS:
+        raise ConfigError(f"tictactoe: seats must be one of {', '.join(_SEATS)}, got {seats!r}")
+    boards = [b for b in all_positions() if seats == "both" or side_to_move(b) == seats]
+    if sample is not None:
+        if not isinstance(sample, int) or sample < 1:
+            raise ConfigError(f"tictactoe: sample must be a positive integer or null, got {sample!r}")
+        if sample < len(boards):
+            keep = set(random.Random(seed).sample(boards, sample))
+            boards = [b for b in boards if b in keep]  # keep the canonical order, not the sample's
+    return boards
+
+
+def _assistant(content: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": content}]
+
+
+@GENERATORS.register("tictactoe_sft")
+def tictactoe_sft(
+    seats: str = "both",
+    sample: int | None = None,
+    moves: str = "all_optimal",
+    reasoning: bool = True,
+    seed: int = 0,
+) -> Iterator[dict[str, Any]]:
+    """``conversations`` rows: a position and an optimal answer.
+
+    seats: ``both`` | ``X`` | ``O`` (which side is to move); sample: number of positions (seeded) or None
+    for all; moves: ``all_optimal`` (one row per optimal move) or ``one`` (one optimal move chosen by seed);
+    reasoning: put the reasoning line before the marker.
+    """
+    if moves not in ("all_optimal", "one"):
+        raise ConfigError(f"tictactoe_sft: moves must be 'all_optimal' or 'one', got {moves!r}")
+    rng = random.Random(seed)
+    for board in _positions(seats, sample, seed):
+        best = optimal_moves(board)
+        cells = best if moves == "all_optimal" else [rng.choice(best)]
+        for cell in cells:
+            yield {
+                "conversations": build_prompt(board) + _assistant(format_answer(board, cell, reasoning)),
+                "meta": {"source": "tictactoe_sft", "id": f"ttt-sft-{board}-{cell}"},
+            }
+
+
+def rejected_order(board: str) -> list[int]:
+    """Non-optimal moves, easiest to reject first: losing moves, then draws thrown away from a won position,
+    then slower wins (and faster losses); within a class the larger value gap comes first."""
+    values = move_values(board)
+    best = max(values.values())
+    bad = [c for c, v in values.items() if v < best]
+    return sorted(bad, key=lambda c: (outcome(values[c]), values[c], c))
+
+
+@GENERATORS.register("tictactoe_dpo")
+def tictactoe_dpo(
+    seats: str = "both",
+    sample: int | None = None,
+    pairs_per_position: int | str = 2,
+    hard_pairs: bool = True,
+    reasoning: bool = True,
+    seed: int = 0,
+) -> Iterator[dict[str, Any]]:
+    """``preference`` rows: chosen is an optimal move (seeded choice), rejected a worse one.
+
+    Positions where every legal move is optimal give no pair. pairs_per_position: how many rejected moves
+    per position (``all`` for every non-optimal move), taken in :func:`rejected_order`. hard_pairs: when
+    more than one pair is taken but not all, the last slot goes to the smallest-gap move (the hardest
+    contrast) instead of the next easy one.
+    """
+    if pairs_per_position != "all" and (not isinstance(pairs_per_position, int) or pairs_per_position < 1):
+        raise ConfigError(
+            f"tictactoe_dpo: pairs_per_position must be >= 1 or 'all', got {pairs_per_position!r}"
+        )
+    rng = random.Random(seed)
+    for board in _positions(seats, sample, seed):
+        order = rejected_order(board)
+        if not order:
+            continue
+        if pairs_per_position == "all" or pairs_per_position >= len(order):
+            picked = order
+        elif hard_pairs and pairs_per_position > 1:
+            picked = order[: pairs_per_position - 1] + [order[-1]]
+        else:
+            picked = order[:pairs_per_position]
+        best = optimal_moves(board)
+        for bad in picked:
+            good = rng.choice(best)
+            yield {
+                "prompt": build_prompt(board),
+                "chosen": _assistant(format_answer(board, good, reasoning)),
+                "rejected": _assistant(format_answer(board, bad, reasoning)),
+                "meta": {"source": "tictactoe_dpo", "id": f"ttt-dpo-{board}-{good}-{bad}"},
+            }
+
+
+@GENERATORS.register("tictactoe_rl")
+def tictactoe_rl(
+    seats: str = "both",
+    sample: int | None = None,
+    min_legal_moves: int = 1,
+    shuffle: bool = True,
+    seed: int = 0,
+) -> Iterator[dict[str, Any]]:
+    """``prompt_only`` rows with ``board`` and ``player`` columns for the rewards.
+
+    min_legal_moves: skip positions with fewer legal moves (2 drops forced moves, which teach nothing);
+    shuffle: seeded order, so a stage that reads the first N rows sees every ply.
+    """
+    boards = [b for b in _positions(seats, sample, seed) if len(legal_moves(b)) >= min_legal_moves]
+    if shuffle:
+        random.Random(seed).shuffle(boards)
+    for board in boards:
+        yield {
+            "prompt": build_prompt(board),
+            "board": board,
+            "player": side_to_move(board),
+            "meta": {"source": "tictactoe_rl", "id": f"ttt-rl-{board}"},
+        }
+
+
+def _agent_move(kind: str, board: str, rng: random.Random, epsilon: float) -> int:
+    if kind == "random" or (kind == "mixed" and rng.random() < epsilon):
+        return rng.choice(legal_moves(board))
+    return rng.choice(optimal_moves(board))
+
+
+def game_transcript(moves: list[int], reasoning: bool = True) -> str:
+    """A game as plain text: each turn is the prompt text and the answer text, as in the chat stages, then
+    the final board and the result (``X wins`` / ``O wins`` / ``draw``)."""
+    board, turns = EMPTY_BOARD, []
+    for cell in moves:
+        turns.append(f"{prompt_text(board)}\n{format_answer(board, cell, reasoning)}")
+        board = play(board, cell)
+    who = winner(board)
+    turns.append(f"{render_board(board)}\n{f'{who} wins' if who else 'draw'}")
+    return "\n\n".join(turns)
+
+
+@GENERATORS.register("tictactoe_games")
+def tictactoe_games(
+    n_games: int = 1000,
+    agents: tuple[str, ...] | list[str] = ("random", "minimax", "mixed"),
+    epsilon: float = 0.3,
+    reasoning: bool = True,
+    seed: int = 0,
+) -> Iterator[dict[str, Any]]:
+    """``text`` rows: whole games between agents drawn (seeded) from ``agents`` for each seat.
+
+    Agents: ``random`` (uniform legal), ``minimax`` (uniform among optimal moves), ``mixed`` (random with
+    probability ``epsilon``, else minimax). The id holds the seed, the game index and the move sequence.
+    """
+    unknown = set(agents) - {"random", "minimax", "mixed"}
+    if unknown or not agents:
+        raise ConfigError(f"tictactoe_games: agents must be from random, minimax, mixed; got {list(agents)}")
+    rng = random.Random(seed)
+    for index in range(n_games):
+        seat_kind = {X: rng.choice(list(agents)), "O": rng.choice(list(agents))}
+        board, moves = EMPTY_BOARD, []
+        while legal_moves(board):
+            cell = _agent_move(seat_kind[side_to_move(board)], board, rng, epsilon)
+            moves.append(cell)
+            board = play(board, cell)
+        yield {
+            "text": game_transcript(moves, reasoning),
+            "meta": {
+                "source": "tictactoe_games",
+                "id": f"ttt-game-{seed}-{index}-{''.join(map(str, moves))}",
+            },
+        }
