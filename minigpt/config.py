@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin
 
@@ -28,7 +29,18 @@ class Strict(BaseModel):
 # ---------------------------------------------------------------- YAML with line numbers
 
 
-class _LineLoader(yaml.SafeLoader):
+class SafeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that also reads ``3e-4`` as a float (YAML 1.1 needs a dot: ``3.0e-4``)."""
+
+
+SafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+class _LineLoader(SafeLoader):
     """SafeLoader that remembers the line of every mapping key, by key path."""
 
 
@@ -55,7 +67,7 @@ def read_yaml(path: str | os.PathLike) -> tuple[dict[str, Any], dict[tuple, int]
         raise ConfigError(f"{path}: not valid UTF-8 (byte {exc.start})") from exc
     try:
         node = yaml.compose(text, Loader=_LineLoader)
-        data = yaml.load(text, Loader=yaml.SafeLoader)
+        data = yaml.load(text, Loader=SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -82,7 +94,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set '{item}': empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=SafeLoader) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -133,6 +145,30 @@ def _unwrap_model(annotation: Any) -> Any:
     return None
 
 
+# Names users bring from transformers/TRL, mapped to ours, so a suggestion can bridge the two vocabularies.
+KEY_ALIASES = {
+    "learning_rate": "lr",
+    "num_train_epochs": "epochs",
+    "num_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size",
+    "train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "logging_steps": "log_interval",
+    "eval_steps": "eval_interval",
+    "save_steps": "save_interval",
+    "lr_scheduler_type": "scheduler",
+    "max_seq_length": "max_length",
+    "model_name_or_path": "init",
+}
+
+
+def suggest_key(key: str, valid: list[str]) -> str | None:
+    candidates = {name: name for name in valid}
+    candidates.update({alias: target for alias, target in KEY_ALIASES.items() if target in valid})
+    close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.6)
+    return candidates[close[0]] if close else None
+
+
 def _line_for(lines: dict[tuple, int], loc: tuple) -> int | None:
     for end in range(len(loc), 0, -1):
         if loc[:end] in lines:
@@ -152,8 +188,8 @@ def format_validation_error(
         if err["type"] == "extra_forbidden":
             owner = _model_at(model, loc[len(prefix) :])
             valid = list(owner.model_fields) if owner else []
-            close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
+            close = suggest_key(str(loc[-1]), valid)
+            hint = f" Did you mean '{close}'?" if close else ""
             messages.append(f"{where}: unknown key '{key}'.{hint} Valid keys here: {', '.join(valid)}")
         elif err["type"] == "missing":
             messages.append(f"{where}: missing required key '{key}'")

@@ -11,7 +11,7 @@ from minigpt.stages.config import StageConfig
 
 
 def _read_all(paths: list[str]) -> list[dict[str, Any]]:
-    from minigpt.data import read_jsonl
+    from minigpt.data.readers import read_jsonl
 
     rows: list[dict[str, Any]] = []
     for path in paths:

@@ -1,0 +1,116 @@
+"""The ``minigpt`` command. Sub-commands map onto the modules; errors of the project's own types are printed
+as one clear message (no traceback) and exit with status 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+
+from minigpt import __version__
+from minigpt.errors import MiniGPTError
+
+EXIT_USER_ERROR = 2
+
+
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUB=VALUE",
+                        help="override a config field (repeatable), e.g. --set train.lr=1e-3")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from minigpt.runner import run_stage
+    from minigpt.stages.config import load_stage_config
+
+    overrides = list(args.overrides)
+    if args.stage:
+        overrides.insert(0, f"stage={args.stage}")
+    cfg, params = load_stage_config(args.config, overrides)
+    if args.resume:
+        cfg.resume = True
+    summary = run_stage(cfg, params, overwrite=args.overwrite)
+    print(f"done: {summary['output_dir']} (step {summary['global_step']}, {summary['train_seconds']} s)")
+    return 0
+
+
+def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
+    from minigpt.models.tokenizer_cli import train_from_args
+
+    out = train_from_args(args)
+    print(f"tokenizer saved to {out}")
+    return 0
+
+
+def _cmd_stages(args: argparse.Namespace) -> int:
+    from minigpt.registry import PRESETS, STAGES
+
+    print("stages: " + ", ".join(STAGES.names()))
+    print("presets: " + ", ".join(PRESETS.names()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minigpt", description="Train small language models end to end.")
+    parser.add_argument("--version", action="version", version=f"minigpt {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="run one training stage from its config")
+    train.add_argument("stage", nargs="?", help="stage name (overrides the config's 'stage')")
+    train.add_argument("--config", required=True, help="stage config YAML")
+    train.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="discard an earlier run in output_dir")
+    _add_overrides(train)
+    train.set_defaults(func=_cmd_train)
+
+    tok = sub.add_parser("tokenizer", help="tokenizer tools")
+    tok_sub = tok.add_subparsers(dest="tokenizer_command", required=True, metavar="COMMAND")
+    tok_train = tok_sub.add_parser("train", help="train a byte-level BPE tokenizer with the chat template")
+    from minigpt.models.tokenizer_cli import add_arguments as add_tok_args
+
+    add_tok_args(tok_train)
+    tok_train.set_defaults(func=_cmd_tokenizer_train)
+
+    data = sub.add_parser("data", help="plan and prepare dataset mixtures")
+    from minigpt.data.cli import add_data_commands
+
+    add_data_commands(data.add_subparsers(dest="data_command", required=True, metavar="COMMAND"))
+
+    for register in _optional_commands():
+        register(sub)
+
+    info = sub.add_parser("list", help="list registered stages and model presets")
+    info.set_defaults(func=_cmd_stages)
+    return parser
+
+
+def _optional_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Sub-commands defined next to the modules they drive."""
+    from minigpt.cli_commands import COMMANDS
+
+    return COMMANDS
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MiniGPTError as exc:
+        from minigpt.secrets import redact_text
+
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def print_json(data: object) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
