@@ -16,8 +16,14 @@ EXIT_USER_ERROR = 2
 
 
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUB=VALUE",
-                        help="override a config field (repeatable), e.g. --set train.lr=1e-3")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.SUB=VALUE",
+        help="override a config field (repeatable), e.g. --set train.lr=1e-3",
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

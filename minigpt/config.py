@@ -201,7 +201,10 @@ def format_validation_error(
 
 
 def validate(
-    model: type[M], data: dict[str, Any], source: str = "<config>", lines: dict[tuple, int] | None = None,
+    model: type[M],
+    data: dict[str, Any],
+    source: str = "<config>",
+    lines: dict[tuple, int] | None = None,
     prefix: tuple = (),
 ) -> M:
     try:

@@ -16,8 +16,11 @@ class _WandbLike:
 
     def __init__(self, module_name: str, run_name: str, config: dict[str, Any], output_dir: Path):
         self.module = importlib.import_module(module_name)
-        self.run = self.module.init(name=run_name, config=config, dir=str(output_dir)) \
-            if module_name == "wandb" else self.module.init(project="minigpt", name=run_name, config=config)
+        self.run = (
+            self.module.init(name=run_name, config=config, dir=str(output_dir))
+            if module_name == "wandb"
+            else self.module.init(project="minigpt", name=run_name, config=config)
+        )
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.module.log(metrics, step=step)
@@ -48,10 +51,15 @@ def open_backends(names: list[str], run_name: str, config: dict[str, Any], outpu
     backends = []
     for name in names:
         if name not in KNOWN_BACKENDS:
-            raise ConfigError(f"train.report_to: unknown backend '{name}' (known: {', '.join(KNOWN_BACKENDS)})")
+            raise ConfigError(
+                f"train.report_to: unknown backend '{name}' (known: {', '.join(KNOWN_BACKENDS)})"
+            )
         try:
-            backends.append(_TensorBoard(run_name, config, output_dir) if name == "tensorboard"
-                            else _WandbLike(name, run_name, config, output_dir))
+            backends.append(
+                _TensorBoard(run_name, config, output_dir)
+                if name == "tensorboard"
+                else _WandbLike(name, run_name, config, output_dir)
+            )
         except ImportError as exc:
             raise ConfigError(
                 f"train.report_to includes '{name}' but it is not installed: pip install 'minigpt[{name}]' ({exc})"

@@ -46,7 +46,9 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return "fp32"
 
 
-def training_arguments(cfg: StageConfig, device: torch.device, output_dir: Path, has_eval: bool) -> dict[str, Any]:
+def training_arguments(
+    cfg: StageConfig, device: torch.device, output_dir: Path, has_eval: bool
+) -> dict[str, Any]:
     """Keyword arguments for transformers.TrainingArguments (and TRL configs, which subclass it)."""
     t = cfg.train
     precision = resolve_precision(t.precision, device)
@@ -114,13 +116,22 @@ def _trim_metrics(path: Path, last_step: int) -> None:
     """On resume, drop log records written after the checkpoint we resume from (they will be redone)."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= last_step]
+    keep = [
+        line
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and json.loads(line).get("step", 0) <= last_step
+    ]
     path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
 
 
-def run_stage(cfg: StageConfig, params: Any, *, overwrite: bool = False, callbacks: Sequence[Any] = (),
-              console: bool = True) -> dict[str, Any]:
+def run_stage(
+    cfg: StageConfig,
+    params: Any,
+    *,
+    overwrite: bool = False,
+    callbacks: Sequence[Any] = (),
+    console: bool = True,
+) -> dict[str, Any]:
     """Run one stage to completion; returns its summary (also written to ``<output_dir>/stage.json``)."""
     from accelerate import PartialState
     from transformers import set_seed
@@ -137,12 +148,23 @@ def run_stage(cfg: StageConfig, params: Any, *, overwrite: bool = False, callbac
         tokenizer = load_tokenizer(tok_src, cfg.model.revision, cfg.model.trust_remote_code)
         train_rows, val_rows, sources = load_rows(cfg, tokenizer, output_dir)
         set_seed(cfg.seed)  # the same initial weights whatever data loading consumed
-        model = build_model(cfg.model, tokenizer, torch.device("cpu"), dtype=torch.float32
-                            if cfg.model.dtype == "auto" else None)
+        model = build_model(
+            cfg.model,
+            tokenizer,
+            torch.device("cpu"),
+            dtype=torch.float32 if cfg.model.dtype == "auto" else None,
+        )
         counts = parameter_counts(model)
 
-        log = RunLog(output_dir, cfg.stage, cfg.train.report_to, enabled=is_main, console=console,
-                     run_name=f"{output_dir.name}-{cfg.stage}", config=cfg.model_dump(mode="json"))
+        log = RunLog(
+            output_dir,
+            cfg.stage,
+            cfg.train.report_to,
+            enabled=is_main,
+            console=console,
+            run_name=f"{output_dir.name}-{cfg.stage}",
+            config=cfg.model_dump(mode="json"),
+        )
         if is_main:
             dump_config(cfg, output_dir / "config.yaml")
         world = PartialState().num_processes
@@ -156,12 +178,24 @@ def run_stage(cfg: StageConfig, params: Any, *, overwrite: bool = False, callbac
             n_devices=world,
             renames=dict(stage_cls.metric_renames),
         )
-        log.note(f"model {cfg.model.init}: {counts['total']:,} parameters ({counts['active']:,} active, "
-                 f"{counts['trainable']:,} trainable); device {device}; {world} process(es)")
+        log.note(
+            f"model {cfg.model.init}: {counts['total']:,} parameters ({counts['active']:,} active, "
+            f"{counts['trainable']:,} trainable); device {device}; {world} process(es)"
+        )
         log.note(f"data: {len(train_rows)} train rows from {sources[0]}; {len(val_rows)} validation rows")
-        ctx = StageContext(cfg=cfg, params=params, output_dir=output_dir, device=device, tokenizer=tokenizer,
-                           model=model, train_rows=train_rows, val_rows=val_rows, data_sources=sources,
-                           state=state, is_main=is_main)
+        ctx = StageContext(
+            cfg=cfg,
+            params=params,
+            output_dir=output_dir,
+            device=device,
+            tokenizer=tokenizer,
+            model=model,
+            train_rows=train_rows,
+            val_rows=val_rows,
+            data_sources=sources,
+            state=state,
+            is_main=is_main,
+        )
         stage = stage_cls(ctx)
         train_ds, eval_ds = stage.build_datasets()
         eval_bs = cfg.train.eval_batch_size or cfg.train.batch_size
@@ -215,7 +249,9 @@ def run_stage(cfg: StageConfig, params: Any, *, overwrite: bool = False, callbac
         return summary
 
 
-def run_stage_file(path: str, overrides: list[str] | None = None, resume: bool = False, **kwargs) -> dict[str, Any]:
+def run_stage_file(
+    path: str, overrides: list[str] | None = None, resume: bool = False, **kwargs
+) -> dict[str, Any]:
     from minigpt.stages.config import load_stage_config
 
     cfg, params = load_stage_config(path, overrides)

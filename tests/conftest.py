@@ -14,8 +14,35 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-_WORDS = ("the a small big red blue cat dog bird fish sat ran flew swam on under near over mat tree pond "
-          "hill and then quickly slowly happily").split()
+_WORDS = [
+    "the",
+    "a",
+    "small",
+    "big",
+    "red",
+    "blue",
+    "cat",
+    "dog",
+    "bird",
+    "fish",
+    "sat",
+    "ran",
+    "flew",
+    "swam",
+    "on",
+    "under",
+    "near",
+    "over",
+    "mat",
+    "tree",
+    "pond",
+    "hill",
+    "and",
+    "then",
+    "quickly",
+    "slowly",
+    "happily",
+]
 
 
 def synthetic_sentences(n: int, seed: int = 0) -> list[str]:
@@ -32,11 +59,15 @@ def addition_conversations(n: int, seed: int = 0) -> list[dict]:
     rows = []
     for _ in range(n):
         a, b = rng.randint(0, 9), rng.randint(0, 9)
-        rows.append({"conversations": [
-            {"role": "system", "content": "You add numbers."},
-            {"role": "user", "content": f"What is {a} plus {b}?"},
-            {"role": "assistant", "content": f"{a} plus {b} is {a + b}."},
-        ]})
+        rows.append(
+            {
+                "conversations": [
+                    {"role": "system", "content": "You add numbers."},
+                    {"role": "user", "content": f"What is {a} plus {b}?"},
+                    {"role": "assistant", "content": f"{a} plus {b} is {a + b}."},
+                ]
+            }
+        )
     return rows
 
 

@@ -73,7 +73,9 @@ def test_yaml_is_loaded_safely(tmp_path):
 
 
 def test_overrides_set_nested_values_with_yaml_types(tmp_path):
-    data = apply_overrides({"train": {"lr": 1.0}}, ["train.lr=3e-4", "train.report_to=[tensorboard]", "seed=7"])
+    data = apply_overrides(
+        {"train": {"lr": 1.0}}, ["train.lr=3e-4", "train.report_to=[tensorboard]", "seed=7"]
+    )
     assert data == {"train": {"lr": 3e-4, "report_to": ["tensorboard"]}, "seed": 7}
     cfg = load_config(StageConfig, _write(tmp_path, GOOD), ["train.batch_size=4"])
     assert cfg.train.batch_size == 4

@@ -14,21 +14,37 @@ from minigpt.runner import run_stage
 from minigpt.stages.config import StageConfig, validate_algo
 from minigpt.stages.lm_data import IGNORE, PadCollator, conversation_ids, pack_stream
 
-SMALL = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
-         "num_key_value_heads": 2, "head_dim": 16}
+SMALL = {
+    "num_hidden_layers": 2,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+}
 
 
 def _cfg(tmp_path, tok_dir, stage, train, name, **train_kw):
     data = {"train": [str(train)], "val_fraction": 0.1, "max_length": 64}
     data.update(train_kw.pop("data", {}))
-    base = {"max_steps": 40, "batch_size": 16, "lr": 3e-3, "log_interval": 5, "eval_interval": 10,
-            "warmup_steps": 2}
+    base = {
+        "max_steps": 40,
+        "batch_size": 16,
+        "lr": 3e-3,
+        "log_interval": 5,
+        "eval_interval": 10,
+        "warmup_steps": 2,
+    }
     base.update(train_kw)
-    cfg = StageConfig.model_validate({
-        "stage": stage, "output_dir": str(tmp_path / name),
-        "model": {"init": "tiny", "tokenizer": str(tok_dir), "overrides": SMALL},
-        "data": data, "train": base,
-    })
+    cfg = StageConfig.model_validate(
+        {
+            "stage": stage,
+            "output_dir": str(tmp_path / name),
+            "model": {"init": "tiny", "tokenizer": str(tok_dir), "overrides": SMALL},
+            "data": data,
+            "train": base,
+        }
+    )
     return cfg
 
 
@@ -64,9 +80,13 @@ def test_pretrain_loss_falls_and_outputs_load(tmp_path, tiny_tokenizer_dir, lm_d
 
 def test_sft_masks_non_assistant_tokens(tiny_tokenizer_dir):
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    messages = [{"role": "system", "content": "You add numbers."}, {"role": "user", "content": "What is 3 plus 4?"},
-                {"role": "assistant", "content": "3 plus 4 is 7."}, {"role": "user", "content": "And 1 plus 1?"},
-                {"role": "assistant", "content": "2."}]
+    messages = [
+        {"role": "system", "content": "You add numbers."},
+        {"role": "user", "content": "What is 3 plus 4?"},
+        {"role": "assistant", "content": "3 plus 4 is 7."},
+        {"role": "user", "content": "And 1 plus 1?"},
+        {"role": "assistant", "content": "2."},
+    ]
     ids, labels = conversation_ids(messages, tok)
     assert tok.decode(ids) == tok.apply_chat_template(messages, tokenize=False)
     trained = tok.decode([i for i, lab in zip(ids, labels, strict=True) if lab != IGNORE])
@@ -76,7 +96,9 @@ def test_sft_masks_non_assistant_tokens(tiny_tokenizer_dir):
     # the prompt the model sees at generation time tokenizes exactly like the training prefix
     prompt = tok.apply_chat_template(messages[:2], tokenize=False, add_generation_prompt=True)
     n = len(tok(prompt, add_special_tokens=False)["input_ids"])
-    assert ids[:n] == tok(prompt, add_special_tokens=False)["input_ids"] and labels[n - 1] == IGNORE != labels[n]
+    assert (
+        ids[:n] == tok(prompt, add_special_tokens=False)["input_ids"] and labels[n - 1] == IGNORE != labels[n]
+    )
 
 
 def test_packing_restarts_positions_and_collator_pads():
@@ -91,16 +113,34 @@ def test_packing_restarts_positions_and_collator_pads():
 
 
 def test_sft_eval_loss_falls_and_metrics_are_complete(tmp_path, tiny_tokenizer_dir, lm_data):
-    cfg = _cfg(tmp_path, tiny_tokenizer_dir, "sft", lm_data["conv"], "sft",
-               data={"validation": [str(lm_data["conv_val"])], "val_fraction": 0.0})
+    cfg = _cfg(
+        tmp_path,
+        tiny_tokenizer_dir,
+        "sft",
+        lm_data["conv"],
+        "sft",
+        data={"validation": [str(lm_data["conv_val"])], "val_fraction": 0.0},
+    )
     _run(cfg)
     records = read_metrics(tmp_path / "sft" / "metrics.jsonl")
     evals = _series(records, "eval/loss")
     assert len(evals) >= 4 and evals[-1] < 0.6 * evals[0]  # stated margin: eval loss falls by 40%+
     keys = set().union(*records)
-    expected = {"train/loss", "train/learning_rate", "train/grad_norm", "train/epoch", "train/global_step",
-                "train/tokens_per_second", "train/samples_per_second", "train/steps_per_second",
-                "train/num_tokens", "train/eta_minutes", "eval/loss", "eval/ppl", "train/mean_token_accuracy"}
+    expected = {
+        "train/loss",
+        "train/learning_rate",
+        "train/grad_norm",
+        "train/epoch",
+        "train/global_step",
+        "train/tokens_per_second",
+        "train/samples_per_second",
+        "train/steps_per_second",
+        "train/num_tokens",
+        "train/eta_minutes",
+        "eval/loss",
+        "eval/ppl",
+        "train/mean_token_accuracy",
+    }
     assert expected <= keys
     assert "train/mfu_percent" not in keys  # CPU: never a made-up MFU
     accuracy = _series(records, "train/mean_token_accuracy")

@@ -24,15 +24,23 @@ def test_chat_template_renders_with_generation_prompt(tiny_tokenizer_dir):
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     assert tok.chat_template == CHAT_TEMPLATE
     msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
-    assert tok.apply_chat_template(msgs, tokenize=False) == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n"
+    assert (
+        tok.apply_chat_template(msgs, tokenize=False)
+        == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n"
+    )
     with_prompt = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     assert with_prompt.endswith("<|im_start|>assistant\n")
 
 
 @pytest.mark.parametrize(
     ("name", "low", "high"),
-    [("tiny", 0.7e6, 1.3e6), ("minimind-26m", 24e6, 28e6), ("minimind-104m", 95e6, 110e6),
-     ("base-100m", 95e6, 115e6), ("moe-145m", 135e6, 155e6)],
+    [
+        ("tiny", 0.7e6, 1.3e6),
+        ("minimind-26m", 24e6, 28e6),
+        ("minimind-104m", 95e6, 110e6),
+        ("base-100m", 95e6, 115e6),
+        ("moe-145m", 135e6, 155e6),
+    ],
 )
 def test_preset_sizes(name, low, high):
     from transformers import AutoConfig

@@ -47,11 +47,18 @@ def load_tokenizer(path: str, revision: str | None = None, trust_remote_code: bo
     from transformers import AutoTokenizer
 
     local = Path(path).expanduser()
-    if local.exists() and not (local / "tokenizer.json").exists() and not (local / "tokenizer_config.json").exists():
-        raise ModelError(f"{path}: no tokenizer files (tokenizer.json / tokenizer_config.json) in this folder")
+    if (
+        local.exists()
+        and not (local / "tokenizer.json").exists()
+        and not (local / "tokenizer_config.json").exists()
+    ):
+        raise ModelError(
+            f"{path}: no tokenizer files (tokenizer.json / tokenizer_config.json) in this folder"
+        )
     try:
-        return AutoTokenizer.from_pretrained(str(local) if local.exists() else path, revision=revision,
-                                             trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(
+            str(local) if local.exists() else path, revision=revision, trust_remote_code=trust_remote_code
+        )
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load tokenizer '{path}': {exc}") from exc
 
@@ -81,7 +88,9 @@ def build_model(cfg: ModelConfig, tokenizer, device: torch.device, dtype: torch.
         fields.setdefault("bos_token_id", tokenizer.bos_token_id)
         config = AutoConfig.for_model(model_type, **fields)
         if config.vocab_size < len(tokenizer):
-            raise ModelError(f"model.overrides.vocab_size {config.vocab_size} < tokenizer size {len(tokenizer)}")
+            raise ModelError(
+                f"model.overrides.vocab_size {config.vocab_size} < tokenizer size {len(tokenizer)}"
+            )
         model = AutoModelForCausalLM.from_config(config, attn_implementation=attn, dtype=dtype)
     else:
         source = cfg.init

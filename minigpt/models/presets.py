@@ -11,7 +11,9 @@ from typing import Any
 from minigpt.registry import PRESETS
 
 
-def _dense(hidden: int, layers: int, heads: int, kv_heads: int, intermediate: int, vocab: int, **extra: Any) -> dict:
+def _dense(
+    hidden: int, layers: int, heads: int, kv_heads: int, intermediate: int, vocab: int, **extra: Any
+) -> dict:
     return {
         "model_type": "qwen3",
         "hidden_size": hidden,

@@ -43,7 +43,6 @@ def iter_texts(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
 def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
     """Train a byte-level BPE tokenizer; returns a ``PreTrainedTokenizerFast`` with the chat template set."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     base_size = 256 + len(SPECIAL_TOKENS)
     if vocab_size < base_size:
@@ -95,11 +94,15 @@ def check_chat_tokenizer(tokenizer, where: str) -> None:
         raise ModelError(f"{where}: the tokenizer has no chat template (needed for conversation data)")
     if tokenizer.eos_token_id is None:
         raise ModelError(f"{where}: the tokenizer has no eos token")
-    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else str(tokenizer.chat_template)
+    template = (
+        tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else str(tokenizer.chat_template)
+    )
     vocab = tokenizer.get_vocab()
     for special in (IM_START, IM_END):
         if special in template and special not in vocab:
-            raise ModelError(f"{where}: the chat template uses '{special}' but the tokenizer has no such token")
+            raise ModelError(
+                f"{where}: the chat template uses '{special}' but the tokenizer has no such token"
+            )
 
 
 def save_tokenizer(tokenizer, output_dir: str | Path) -> None:

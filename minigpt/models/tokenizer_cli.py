@@ -64,6 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_from_args(args: argparse.Namespace) -> Path:
-    cfg = TokenizerConfig(output_dir=args.output, vocab_size=args.vocab_size, min_frequency=args.min_frequency,
-                          files=args.input, data_config=args.data_config, generator=args.generator)
+    cfg = TokenizerConfig(
+        output_dir=args.output,
+        vocab_size=args.vocab_size,
+        min_frequency=args.min_frequency,
+        files=args.input,
+        data_config=args.data_config,
+        generator=args.generator,
+    )
     return train_from_config(cfg)

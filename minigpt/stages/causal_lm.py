@@ -21,8 +21,9 @@ class LMTrainer(MiniGPTTrainerMixin, Trainer):
     track_accuracy = False
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
-                                             num_items_in_batch=num_items_in_batch)
+        loss, outputs = super().compute_loss(
+            model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+        )
         if self.track_accuracy:
             with torch.no_grad():
                 labels = inputs["labels"][:, 1:]
@@ -43,14 +44,18 @@ class CausalLMStage(Stage):
         cfg = self.ctx.cfg.data
         packing = self.default_packing if cfg.packing is None else cfg.packing
         if self.schema == "conversations":
-            examples, stats = encode_conversations(rows, self.ctx.tokenizer, cfg.max_length, cfg.overlong, source)
+            examples, stats = encode_conversations(
+                rows, self.ctx.tokenizer, cfg.max_length, cfg.overlong, source
+            )
             if packing:
                 examples = pack_examples(examples, cfg.max_length)
         else:
             examples, stats = encode_texts(rows, self.ctx.tokenizer, cfg.max_length, packing, source)
         if stats.truncated or stats.dropped:
-            self.ctx.state.log.note(f"{source}: {stats.truncated} rows truncated to {cfg.max_length} tokens, "
-                                    f"{stats.dropped} dropped {stats.drop_reasons or ''}".rstrip())
+            self.ctx.state.log.note(
+                f"{source}: {stats.truncated} rows truncated to {cfg.max_length} tokens, "
+                f"{stats.dropped} dropped {stats.drop_reasons or ''}".rstrip()
+            )
         if not examples:
             raise DataError("no training examples left after tokenization", file=source)
         return examples

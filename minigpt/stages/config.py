@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from minigpt.config import Strict, read_yaml, apply_overrides, validate
+from minigpt.config import Strict, apply_overrides, read_yaml, validate
 from minigpt.errors import ConfigError
 from minigpt.models.loading import ModelConfig
 
@@ -39,7 +39,9 @@ class TrainConfig(Strict):
     """Sequences per device per micro-step."""
     grad_accum: int = Field(1, gt=0)
     lr: float = Field(3e-4, gt=0)
-    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_min_lr"] = "cosine"
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_min_lr"] = (
+        "cosine"
+    )
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     """For ``cosine_with_min_lr``: the final learning rate as a fraction of ``lr``."""
     warmup_steps: int = Field(0, ge=0)
@@ -117,8 +119,9 @@ def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     return data
 
 
-def load_stage_config(path: str | Path, overrides: list[str] | None = None,
-                      defaults: dict[str, Any] | None = None) -> tuple[StageConfig, Any]:
+def load_stage_config(
+    path: str | Path, overrides: list[str] | None = None, defaults: dict[str, Any] | None = None
+) -> tuple[StageConfig, Any]:
     """Load a stage config and validate its ``algo`` section against the stage's own parameters."""
     raw, lines = read_yaml(path)
     if defaults:

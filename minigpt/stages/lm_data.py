@@ -26,8 +26,13 @@ class TokenStats:
     drop_reasons: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "tokens": self.tokens, "truncated": self.truncated, "dropped": self.dropped,
-                "drop_reasons": dict(self.drop_reasons)}
+        return {
+            "rows": self.rows,
+            "tokens": self.tokens,
+            "truncated": self.truncated,
+            "dropped": self.dropped,
+            "drop_reasons": dict(self.drop_reasons),
+        }
 
 
 def _messages(row: dict[str, Any]) -> list[dict[str, str]] | None:
@@ -56,8 +61,11 @@ def conversation_ids(messages: list[dict[str, str]], tokenizer) -> tuple[list[in
     rendered = ""
     for i, message in enumerate(messages):
         if message.get("role") == "assistant":
-            prefix = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True) \
-                if i else ""
+            prefix = (
+                tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
+                if i
+                else ""
+            )
             full = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
             pieces = ((prefix, False), (full, True))
         else:
@@ -88,18 +96,24 @@ def encode_conversations(
     for n, row in enumerate(rows, start=1):
         messages = _messages(row)
         if messages is None:
-            raise DataError("expected a 'conversations' (or 'messages') list", file=source, line=n,
-                            field="conversations")
+            raise DataError(
+                "expected a 'conversations' (or 'messages') list", file=source, line=n, field="conversations"
+            )
         ids, labels = conversation_ids(messages, tokenizer)
         stats.rows += 1
         if len(ids) > max_length:
             if overlong == "error":
-                raise DataError(f"{len(ids)} tokens > data.max_length {max_length} (data.overlong: error)",
-                                file=source, line=n, field="conversations")
+                raise DataError(
+                    f"{len(ids)} tokens > data.max_length {max_length} (data.overlong: error)",
+                    file=source,
+                    line=n,
+                    field="conversations",
+                )
             if overlong == "drop":
                 stats.dropped += 1
-                stats.drop_reasons["longer than max_length"] = stats.drop_reasons.get("longer than max_length",
-                                                                                      0) + 1
+                stats.drop_reasons["longer than max_length"] = (
+                    stats.drop_reasons.get("longer than max_length", 0) + 1
+                )
                 continue
             ids, labels = ids[:max_length], labels[:max_length]
             stats.truncated += 1
@@ -149,8 +163,9 @@ def pack_examples(examples: list[dict[str, list[int]]], max_length: int) -> list
     return blocks
 
 
-def encode_texts(rows: Iterable[dict[str, Any]], tokenizer, max_length: int, packing: bool,
-                 source: str = "<data>") -> tuple[list[dict[str, list[int]]], TokenStats]:
+def encode_texts(
+    rows: Iterable[dict[str, Any]], tokenizer, max_length: int, packing: bool, source: str = "<data>"
+) -> tuple[list[dict[str, list[int]]], TokenStats]:
     stats = TokenStats()
     eos = tokenizer.eos_token_id
     docs = []

@@ -21,7 +21,9 @@ def _read_all(paths: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def load_rows(cfg: StageConfig, tokenizer, output_dir: Path) -> tuple[list[dict], list[dict], tuple[str, str]]:
+def load_rows(
+    cfg: StageConfig, tokenizer, output_dir: Path
+) -> tuple[list[dict], list[dict], tuple[str, str]]:
     """(train rows, validation rows, (train source, validation source)) for a stage."""
     data = cfg.data
     if data.data_config:
@@ -32,10 +34,18 @@ def load_rows(cfg: StageConfig, tokenizer, output_dir: Path) -> tuple[list[dict]
         prepared_dir = Path(data.prepared_dir) if data.prepared_dir else output_dir / "data"
         # One process prepares; the others wait and then reuse its output (fingerprint match).
         with PartialState().main_process_first():
-            prepared = prepare_dataset(data.data_config, prepared_dir, tokenizer=tokenizer,
-                                       use_prepared=data.use_prepared or not PartialState().is_main_process)
+            prepared = prepare_dataset(
+                data.data_config,
+                prepared_dir,
+                tokenizer=tokenizer,
+                use_prepared=data.use_prepared or not PartialState().is_main_process,
+            )
         train = _read_all([str(prepared.train_path)])
-        val = _read_all([str(prepared.val_path)]) if prepared.val_path and Path(prepared.val_path).exists() else []
+        val = (
+            _read_all([str(prepared.val_path)])
+            if prepared.val_path and Path(prepared.val_path).exists()
+            else []
+        )
         train_src, val_src = str(prepared.train_path), str(prepared.val_path)
     else:
         train = _read_all(data.train)

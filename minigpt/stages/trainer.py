@@ -71,7 +71,9 @@ class MetricsCallback(TrainerCallback):
             metrics.update(self.state.pop_means("train/"))
             if self.state.flops_per_token and self.state.peak_flops:
                 metrics["train/mfu_percent"] = mfu_percent(
-                    metrics["train/tokens_per_second"], self.state.flops_per_token, self.state.peak_flops,
+                    metrics["train/tokens_per_second"],
+                    self.state.flops_per_token,
+                    self.state.peak_flops,
                     self.state.n_devices,
                 )
         if "eval/loss" in metrics:

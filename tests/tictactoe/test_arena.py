@@ -77,7 +77,9 @@ def test_agents():
     assert len(set(RandomAgent(seed=0).moves(boards))) > 3
     mixed = MixedAgent(epsilon=0.5, seed=0).moves(boards * 5)
     assert 0.4 < mixed.count(4) / 100 < 0.7  # 50% minimax (always 4) + 50% random (4 with prob 1/8)
-    assert MixedAgent(epsilon=0.0).moves(["....X...."] * 30) == MixedAgent(epsilon=0.0).moves(["....X...."] * 30)
+    assert MixedAgent(epsilon=0.0).moves(["....X...."] * 30) == MixedAgent(epsilon=0.0).moves(
+        ["....X...."] * 30
+    )
     assert set(MixedAgent(epsilon=0.0).moves(["....X...."] * 30)) <= set(optimal_moves("....X...."))
 
 
@@ -124,7 +126,14 @@ def test_evaluate_player_and_report():
 
     result = evaluate_player(MinimaxAgent(seed=0), games_per_opponent=40, seed=1)
     json.dumps(result)  # JSON-serialisable
-    assert set(result) == {"games", "failure_examples", "optimal_moves", "exhaustive", "unbeatable", "settings"}
+    assert set(result) == {
+        "games",
+        "failure_examples",
+        "optimal_moves",
+        "exhaustive",
+        "unbeatable",
+        "settings",
+    }
     assert set(result["games"]) == {"random", "minimax", "mixed"}
     for seats in result["games"].values():
         for row in seats.values():

@@ -98,4 +98,9 @@ def test_parse_move_game_over_and_non_string():
 def test_to_failure():
     assert to_failure(parse_move("Move: 1", BOARD), "Move: 1") is None
     failure = to_failure(parse_move("Move: 0", BOARD), "Move: 0")
-    assert (failure.status, failure.reason, failure.move, failure.completion) == ("illegal", "occupied", 0, "Move: 0")
+    assert (failure.status, failure.reason, failure.move, failure.completion) == (
+        "illegal",
+        "occupied",
+        0,
+        "Move: 0",
+    )

@@ -75,7 +75,9 @@ def test_dpo_pairs():
         assert row["prompt"] == build_prompt(board)
         good = parse_move(row["chosen"][0]["content"], board)
         bad = parse_move(row["rejected"][0]["content"], board)
-        assert good.ok and bad.ok and good.move in optimal_moves(board) and bad.move not in optimal_moves(board)
+        assert (
+            good.ok and bad.ok and good.move in optimal_moves(board) and bad.move not in optimal_moves(board)
+        )
         values = move_values(board)
         gaps.append(values[good.move] - values[bad.move])
     # Hard pairs are present: some rejected moves are only one value step worse than the chosen one.

@@ -47,7 +47,9 @@ def test_human_wins_as_o_and_seat_is_asked():
         def move(self, board):
             return next(c for c in (0, 8, 2, 6, 1, 3, 5, 7, 4) if board[c] == ".")
 
-    result = play_terminal(Corner(), None, _script("?", "o", "4", "2", "6", "5", "3", "1", "7"), printed.append)
+    result = play_terminal(
+        Corner(), None, _script("?", "o", "4", "2", "6", "5", "3", "1", "7"), printed.append
+    )
     assert result == "O"
     assert printed[-1] == "You win!"
     assert "Please type X or O" in "\n".join(map(str, printed))

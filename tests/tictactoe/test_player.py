@@ -75,7 +75,10 @@ def test_move_returns_int_and_failures_are_counted(tiny_model_dir):
     # The untrained model writes garbage: the arena counts it instead of crashing.
     match = play_match(player, MinimaxAgent(seed=0), "X", 6)
     assert match.n == 6
-    assert match.counts["parse_error"] + match.counts["illegal"] + match.counts["loss"] + match.counts["draw"] == 6
+    assert (
+        match.counts["parse_error"] + match.counts["illegal"] + match.counts["loss"] + match.counts["draw"]
+        == 6
+    )
     check = exhaustive_check(player, "O")
     assert check.games >= 9 and not check.unbeaten
 
@@ -93,18 +96,26 @@ def test_parsed_answers_map_to_moves(tiny_model_dir, monkeypatch):
 
 def test_sampling_is_seeded(tiny_model_dir):
     boards = ["X........", "....X....", "XO.......", "........."]
-    first = load_player(tiny_model_dir, sampling=True, temperature=1.5, seed=3, max_new_tokens=6).completions(boards)
-    again = load_player(tiny_model_dir, sampling=True, temperature=1.5, seed=3, max_new_tokens=6).completions(boards)
+    first = load_player(tiny_model_dir, sampling=True, temperature=1.5, seed=3, max_new_tokens=6).completions(
+        boards
+    )
+    again = load_player(tiny_model_dir, sampling=True, temperature=1.5, seed=3, max_new_tokens=6).completions(
+        boards
+    )
     assert first == again
 
 
 def test_evaluate_checkpoint_writes_json(tiny_model_dir, tmp_path):
     out = tmp_path / "eval" / "ttt.json"
-    result = evaluate_checkpoint(tiny_model_dir, out_json=out, games_per_opponent=4, optimal_rate=False, max_new_tokens=8)
+    result = evaluate_checkpoint(
+        tiny_model_dir, out_json=out, games_per_opponent=4, optimal_rate=False, max_new_tokens=8
+    )
     assert json.loads(out.read_text()) == result
     assert result["unbeatable"] is False
     row = result["games"]["random"]["X"]
-    assert row["n"] == 4 and sum(row[k]["count"] for k in ("win", "draw", "loss", "illegal", "parse_error")) == 4
+    assert (
+        row["n"] == 4 and sum(row[k]["count"] for k in ("win", "draw", "loss", "illegal", "parse_error")) == 4
+    )
 
 
 def test_load_player_errors(tmp_path):

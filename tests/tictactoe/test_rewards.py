@@ -49,7 +49,10 @@ def test_format_reward():
 
 
 def test_message_list_completions():
-    completions = [[{"role": "assistant", "content": "win 2\nMove: 2"}], [{"role": "assistant", "content": "x"}]]
+    completions = [
+        [{"role": "assistant", "content": "win 2\nMove: 2"}],
+        [{"role": "assistant", "content": "x"}],
+    ]
     boards, players = [WIN_OR_BLOCK] * 2, ["X"] * 2
     assert tictactoe_shaped(completions, boards, players) == [1.0, -1.0]
     assert tictactoe_solver(completions, board=boards, player=players, prompts=None) == [1.0, -1.0]

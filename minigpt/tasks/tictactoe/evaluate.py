@@ -55,7 +55,8 @@ def exact_reference(perfect_seat: str) -> dict[str, Fraction]:
     """Exact outcome probabilities of a perfect player in ``perfect_seat`` against a uniformly random one.
 
     The perfect player picks uniformly among its optimal moves; any pick among outcome-keeping moves gives
-    the same numbers (a won position stays won against anyone). Perfect X: win 2,352/2,430 ... see docs.
+    the same numbers (a won position stays won against anyone). Perfect X wins 75257/77760 (96.78%, draws
+    3.22%); perfect O wins 2645/3402 (77.75%, draws 22.25%). Keys: the winner (``X``/``O``) and ``draw``.
     """
     return dict(_exact(perfect_seat, EMPTY_BOARD))
 
@@ -198,8 +199,8 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Load a checkpoint with :func:`load_player`, evaluate it and optionally write the result as JSON.
 
-    ``kwargs`` go to :func:`evaluate_player`, except ``batch_size`` and ``max_new_tokens`` which also
-    configure the player."""
+    ``kwargs`` go to :func:`evaluate_player`; ``max_new_tokens`` goes to the player instead and
+    ``batch_size`` to both. The result gains a ``model_dir`` key."""
     from minigpt.tasks.tictactoe.player import load_player
 
     player_kw = {k: kwargs[k] for k in ("max_new_tokens",) if k in kwargs}

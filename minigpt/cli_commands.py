@@ -1,0 +1,91 @@
+"""Sub-commands that drive the pipeline, evaluation and the task (kept apart from cli.py's core)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.SUB=VALUE",
+        help="override a recipe field (repeatable)",
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from minigpt.pipeline import run_recipe
+
+    result = run_recipe(
+        args.recipe,
+        from_stage=args.from_stage,
+        only=args.only,
+        dry_run=args.dry_run,
+        overrides=args.overrides,
+    )
+    if not args.dry_run:
+        run_dir = Path(result["run_dir"])
+        report = run_dir / "report.md"
+        if _has_report():
+            from minigpt.report import build_report
+
+            report = build_report(run_dir)
+            print(f"report: {report}")
+        print(f"outputs: {run_dir}")
+    return 0
+
+
+def _has_report() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("minigpt.report") is not None
+
+
+def register_run(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser("run", help="run a whole pipeline recipe (skips finished stages, resumes)")
+    run.add_argument("recipe", help="recipe YAML (e.g. recipes/tictactoe.yaml)")
+    run.add_argument("--from", dest="from_stage", metavar="STAGE", help="rerun from this stage on")
+    run.add_argument("--only", metavar="STAGE", help="run only this stage")
+    run.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    _add_overrides(run)
+    run.set_defaults(func=_cmd_run)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from minigpt.tasks.tictactoe.evaluate import evaluate_checkpoint, format_report
+
+    out = Path(args.output) if args.output else Path(args.checkpoint) / "task_eval.json"
+    result = evaluate_checkpoint(args.checkpoint, out_json=out, games_per_opponent=args.games, seed=args.seed)
+    print(format_report(result))
+    print(f"written: {out}")
+    return 0
+
+
+def register_eval(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser("eval", help="evaluate a checkpoint on the tic-tac-toe task (arena, optimal moves)")
+    ev.add_argument("checkpoint", help="a stage output folder (HF model folder)")
+    ev.add_argument("--games", type=int, default=100, help="games per opponent and seat")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--output", help="JSON path (default CHECKPOINT/task_eval.json)")
+    ev.set_defaults(func=_cmd_eval)
+
+
+def _cmd_play(args: argparse.Namespace) -> int:
+    from minigpt.tasks.tictactoe.play import play_checkpoint
+
+    play_checkpoint(args.checkpoint, args.seat)
+    return 0
+
+
+def register_play(sub: argparse._SubParsersAction) -> None:
+    play = sub.add_parser("play", help="play tic-tac-toe against a checkpoint in the terminal")
+    play.add_argument("checkpoint")
+    play.add_argument("--seat", choices=["X", "O"], help="your seat (asked if omitted)")
+    play.set_defaults(func=_cmd_play)
+
+
+COMMANDS = [register_run, register_eval, register_play]

@@ -1,0 +1,271 @@
+"""Recipes: run every stage of a pipeline in order, each reading the previous stage's output folder.
+
+A manifest (``<run>/manifest.json``) records each stage's key (a hash of its resolved config chained with
+the keys of the stages before it) and status. A rerun skips finished stages whose key is unchanged, reruns a
+changed stage and everything after it, and resumes an interrupted stage from its newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from minigpt.checkpoints import read_done, write_json_atomic
+from minigpt.config import Strict, read_yaml, validate
+from minigpt.errors import ConfigError
+from minigpt.models.tokenizer_cli import TokenizerConfig, train_from_config
+from minigpt.stages.config import StageConfig, resolve_paths, validate_algo
+
+
+class StageEntry(Strict):
+    name: str
+    """Folder name of this stage's output under the run folder; unique in the recipe."""
+    kind: Literal["tokenizer", "train"] = "train"
+    config: str | dict[str, Any] = {}
+    """A stage config file or the config inline (without output_dir: the pipeline sets it)."""
+    set: list[str] = []
+    """--set style overrides for this stage."""
+
+
+class EvaluationSpec(Strict):
+    task: Literal["tictactoe"] | None = None
+    """Task evaluation after every training stage (for tic-tac-toe: the arena)."""
+    args: dict[str, Any] = {}
+
+
+class Recipe(Strict):
+    name: str
+    output_dir: str | None = None
+    """Default ``runs/<name>``."""
+    seed: int = 42
+    defaults: dict[str, Any] = {}
+    """Merged under every training stage's config (e.g. shared model overrides, train.precision)."""
+    stages: list[StageEntry] = Field(min_length=1)
+    evaluation: EvaluationSpec = EvaluationSpec()
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _hash(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _file_digest(path: str) -> str | None:
+    p = Path(path)
+    if not p.is_file():
+        return None
+    digest = hashlib.sha256()
+    with p.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+class PlannedStage:
+    def __init__(self, entry: StageEntry, config: Any, params: Any, key: str, output_dir: Path):
+        self.entry, self.config, self.params, self.key, self.output_dir = (
+            entry,
+            config,
+            params,
+            key,
+            output_dir,
+        )
+        self.action = "run"
+        self.reason = ""
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[Recipe, list[PlannedStage]]:
+    from minigpt.config import apply_overrides
+
+    path = Path(path)
+    raw, lines = read_yaml(path)
+    raw = apply_overrides(raw, overrides)
+    recipe = validate(Recipe, raw, str(path), lines)
+    names = [s.name for s in recipe.stages]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise ConfigError(f"{path}: stage names must be unique; repeated: {', '.join(sorted(duplicates))}")
+    run_dir = Path(recipe.output_dir or f"runs/{recipe.name}")
+    planned: list[PlannedStage] = []
+    previous_key = ""
+    model_dir: str | None = None
+    tokenizer_dir: str | None = None
+    for index, entry in enumerate(recipe.stages):
+        out = run_dir / entry.name
+        if isinstance(entry.config, str):
+            cfg_path = Path(entry.config)
+            if not cfg_path.is_absolute() and not cfg_path.exists():
+                cfg_path = path.parent / cfg_path
+            data, cfg_lines = read_yaml(cfg_path)
+            source, base = str(cfg_path), cfg_path.parent
+        else:
+            data, cfg_lines = (
+                copy.deepcopy(entry.config),
+                {k[4:]: v for k, v in lines.items() if k[:4] == ("stages", index, "config") and len(k) > 3},
+            )
+            source, base = f"{path} (stages[{index}] '{entry.name}')", path.parent
+        data = apply_overrides(data, entry.set)
+        if entry.kind == "tokenizer":
+            data.setdefault("output_dir", str(out))
+            data = _resolve_tokenizer_paths(data, base)
+            cfg = validate(TokenizerConfig, data, source, cfg_lines)
+            digests = [_file_digest(f) for f in cfg.files]
+            key = _hash([previous_key, cfg.model_dump(mode="json"), digests])
+            planned.append(PlannedStage(entry, cfg, None, key, out))
+            tokenizer_dir = cfg.output_dir
+        else:
+            data = deep_merge(recipe.defaults, data)
+            data["output_dir"] = str(out)
+            data.setdefault("seed", recipe.seed)
+            model = data.setdefault("model", {})
+            if "init" not in model:
+                if model_dir is None:
+                    raise ConfigError(
+                        f"{source}: the first training stage needs model.init (a preset or folder)"
+                    )
+                model["init"] = model_dir
+            if "tokenizer" not in model and tokenizer_dir and model["init"] != model_dir:
+                model["tokenizer"] = tokenizer_dir
+            data = resolve_paths(data, base)
+            cfg = validate(StageConfig, data, source, cfg_lines)
+            params = validate_algo(cfg, source, cfg_lines)
+            digests = [_file_digest(f) for f in cfg.data.train + cfg.data.validation]
+            if cfg.data.data_config:
+                digests.append(_file_digest(cfg.data.data_config))
+            key = _hash([previous_key, cfg.model_dump(mode="json", exclude={"resume"}), digests])
+            planned.append(PlannedStage(entry, cfg, params, key, out))
+            model_dir = str(out)
+        previous_key = key
+    return recipe, planned
+
+
+def _resolve_tokenizer_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    files = data.get("files")
+    if isinstance(files, list):
+        data["files"] = [f if Path(f).exists() or Path(f).is_absolute() else str(base / f) for f in files]
+    if isinstance(data.get("data_config"), str) and not Path(data["data_config"]).exists():
+        data["data_config"] = str(base / data["data_config"])
+    return data
+
+
+def _manifest_path(run_dir: Path) -> Path:
+    return run_dir / "manifest.json"
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    path = _manifest_path(run_dir)
+    if not path.exists():
+        return {"stages": {}}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def plan_actions(
+    planned: list[PlannedStage], manifest: dict[str, Any], from_stage: str | None, only: str | None
+) -> None:
+    names = [p.entry.name for p in planned]
+    for name in (from_stage, only):
+        if name is not None and name not in names:
+            raise ConfigError(f"no stage named '{name}' in the recipe (stages: {', '.join(names)})")
+    forced = False
+    changed_before = False
+    for p in planned:
+        record = manifest["stages"].get(p.entry.name, {})
+        forced = forced or p.entry.name == from_stage
+        if only is not None and p.entry.name != only:
+            p.action, p.reason = "skip", "not selected (--only)"
+            continue
+        done = record.get("status") == "done" and record.get("key") == p.key and _output_complete(p)
+        if forced and (only is None or p.entry.name == only):
+            p.action, p.reason = "rerun", "--from / --only"
+        elif done and not changed_before:
+            p.action, p.reason = "skip", "finished, inputs unchanged"
+        elif record.get("key") == p.key and record.get("status") == "running":
+            p.action, p.reason = "resume", "interrupted earlier: resume from the newest checkpoint"
+        elif record:
+            p.action, p.reason = (
+                "rerun",
+                "config or inputs changed" if not changed_before else "an earlier stage reran",
+            )
+        else:
+            p.action, p.reason = "run", "new"
+        changed_before = changed_before or p.action != "skip"
+
+
+def _output_complete(p: PlannedStage) -> bool:
+    if p.entry.kind == "tokenizer":
+        return (p.output_dir / "tokenizer.json").exists()
+    return read_done(p.output_dir) is not None
+
+
+def run_recipe(
+    path: str | Path,
+    *,
+    from_stage: str | None = None,
+    only: str | None = None,
+    dry_run: bool = False,
+    overrides: list[str] | None = None,
+    console: bool = True,
+    callbacks: list | None = None,
+) -> dict[str, Any]:
+    from minigpt.runner import run_stage
+
+    recipe, planned = load_recipe(path, overrides)
+    run_dir = Path(recipe.output_dir or f"runs/{recipe.name}")
+    manifest = read_manifest(run_dir)
+    plan_actions(planned, manifest, from_stage, only)
+    lines = [f"{p.entry.name:<12} {p.action:<7} {p.reason}" for p in planned]
+    if console:
+        print(f"recipe {recipe.name} → {run_dir}\n" + "\n".join(lines), flush=True)
+    if dry_run:
+        return {"run_dir": str(run_dir), "plan": [(p.entry.name, p.action, p.reason) for p in planned]}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest.setdefault("stages", {})
+    manifest["recipe"] = recipe.name
+    for p in planned:
+        if p.action == "skip":
+            continue
+        record = {"key": p.key, "status": "running", "kind": p.entry.kind, "started": time.time()}
+        manifest["stages"][p.entry.name] = record
+        write_json_atomic(_manifest_path(run_dir), manifest)
+        started = time.time()
+        if p.entry.kind == "tokenizer":
+            train_from_config(p.config)
+            summary: dict[str, Any] = {"output_dir": str(p.output_dir)}
+        else:
+            cfg = p.config
+            cfg.resume = p.action == "resume"
+            summary = run_stage(
+                cfg, p.params, overwrite=p.action != "resume", console=console, callbacks=callbacks or []
+            )
+            if recipe.evaluation.task:
+                summary["task_eval"] = evaluate_task(recipe.evaluation, p.output_dir)
+        record.update(status="done", seconds=round(time.time() - started, 2), finished=time.time())
+        write_json_atomic(_manifest_path(run_dir), manifest)
+    write_json_atomic(_manifest_path(run_dir), manifest)
+    return {
+        "run_dir": str(run_dir),
+        "plan": [(p.entry.name, p.action, p.reason) for p in planned],
+        "manifest": manifest,
+    }
+
+
+def evaluate_task(spec: EvaluationSpec, model_dir: Path) -> dict[str, Any]:
+    if spec.task == "tictactoe":
+        from minigpt.tasks.tictactoe.evaluate import evaluate_checkpoint
+
+        return evaluate_checkpoint(model_dir, out_json=model_dir / "task_eval.json", **spec.args)
+    raise ConfigError(f"evaluation.task: unknown task '{spec.task}'")
