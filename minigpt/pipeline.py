@@ -189,7 +189,7 @@ def plan_actions(
             p.action, p.reason = "skip", "not selected (--only)"
             continue
         done = record.get("status") == "done" and record.get("key") == p.key and _output_complete(p)
-        if forced and (only is None or p.entry.name == only):
+        if forced or p.entry.name == only:
             p.action, p.reason = "rerun", "--from / --only"
         elif done and not changed_before:
             p.action, p.reason = "skip", "finished, inputs unchanged"
