@@ -1,7 +1,7 @@
 """Named registries: one each for stages, converters, rewards, data generators and model presets.
 
 Adding an algorithm, converter or reward is one new file plus one ``@REGISTRY.register("name")`` line.
-Registries that live in other modules are filled on import of ``minigpt.plugins``.
+Each registry imports the modules that fill it on first use.
 """
 
 from __future__ import annotations
@@ -17,10 +17,21 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, allow_import_path: bool = False):
+    def __init__(self, kind: str, plugins: tuple[str, ...], allow_import_path: bool = False):
         self.kind = kind
         self.allow_import_path = allow_import_path
+        self.plugins = plugins
         self._items: dict[str, T] = {}
+        self._loaded = False
+
+    def load_plugins(self) -> None:
+        """Import the modules that register this registry's built-in entries (lazily, and only those, so
+        looking up a converter does not import torch)."""
+        if self._loaded:
+            return
+        self._loaded = True
+        for name in self.plugins:
+            importlib.import_module(name)
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -32,15 +43,15 @@ class Registry(Generic[T]):
         return decorator
 
     def names(self) -> list[str]:
-        load_plugins()
+        self.load_plugins()
         return sorted(self._items)
 
     def __contains__(self, name: str) -> bool:
-        load_plugins()
+        self.load_plugins()
         return name in self._items
 
     def get(self, name: str) -> T:
-        load_plugins()
+        self.load_plugins()
         if name in self._items:
             return self._items[name]
         if self.allow_import_path and ":" in name:
@@ -67,32 +78,16 @@ def import_object(path: str, kind: str) -> Any:
         raise ConfigError(f"{kind} '{path}': module '{module_name}' has no attribute '{attr}'") from exc
 
 
-STAGES: Registry[Any] = Registry("stage")
-CONVERTERS: Registry[Any] = Registry("converter", allow_import_path=True)
-REWARDS: Registry[Any] = Registry("reward function", allow_import_path=True)
-GENERATORS: Registry[Any] = Registry("data generator")
-PRESETS: Registry[Any] = Registry("model preset")
-
-_PLUGIN_MODULES = (
-    "minigpt.models.presets",
-    "minigpt.stages",
-    "minigpt.data.converters",
-    "minigpt.rewards",
-    "minigpt.tasks.tictactoe",
+STAGES: Registry[Any] = Registry("stage", ("minigpt.stages",))
+CONVERTERS: Registry[Any] = Registry("converter", ("minigpt.data.converters",), allow_import_path=True)
+REWARDS: Registry[Any] = Registry(
+    "reward function", ("minigpt.rewards", "minigpt.tasks.tictactoe"), allow_import_path=True
 )
-_loaded = False
+GENERATORS: Registry[Any] = Registry("data generator", ("minigpt.tasks.tictactoe",))
+PRESETS: Registry[Any] = Registry("model preset", ("minigpt.models.presets",))
 
 
 def load_plugins() -> None:
-    """Import the modules that register built-in entries (lazily, so importing a registry stays cheap)."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for name in _PLUGIN_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            # A module listed here that does not exist yet is tolerated; a broken import inside one is not.
-            if exc.name != name:
-                raise
+    """Import every built-in plugin module."""
+    for registry in (STAGES, CONVERTERS, REWARDS, GENERATORS, PRESETS):
+        registry.load_plugins()

@@ -86,3 +86,10 @@ def test_overrides_set_nested_values_with_yaml_types(tmp_path):
 def test_unknown_stage_suggests(tmp_path):
     with pytest.raises(ConfigError, match="Did you mean 'sft'"):
         load_stage_config(_write(tmp_path, GOOD.replace("stage: sft", "stage: sfft")))
+
+
+def test_overrides_index_lists():
+    data = apply_overrides({"sources": [{"weight": 1}, {"weight": 2}]}, ["sources.1.weight=5"])
+    assert data["sources"][1]["weight"] == 5
+    with pytest.raises(ConfigError, match="not an index"):
+        apply_overrides({"sources": [{"weight": 1}]}, ["sources.3.weight=5"])

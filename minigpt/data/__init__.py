@@ -15,7 +15,13 @@ from minigpt.data.config import (
     ValidationSpec,
     load_mixture,
 )
-from minigpt.data.prepare import MixturePlan, PreparedDataset, plan_dataset, prepare_dataset
+from minigpt.data.prepare import (
+    MixturePlan,
+    PreparedDataset,
+    iter_mixture_rows,
+    plan_dataset,
+    prepare_dataset,
+)
 from minigpt.data.readers import read_jsonl
 
 __all__ = [
@@ -26,6 +32,7 @@ __all__ = [
     "PreparedDataset",
     "SourceConfig",
     "ValidationSpec",
+    "iter_mixture_rows",
     "load_mixture",
     "plan_dataset",
     "prepare_dataset",

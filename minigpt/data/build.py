@@ -129,21 +129,24 @@ def _stream_source(
     src: SourceConfig,
     workdir: Path | None,
     index: int,
+    sides: dict[bytes, bool],
 ) -> tuple[Stream, Stream]:
+    """Read a streamed source until its quota is met, writing rows to shard files as they come."""
     spec = config.validation_for(src)
     train = _Sink(workdir / f"{index}.train.jsonl" if workdir else None)
     val = _Sink(workdir / f"{index}.val.jsonl" if workdir else None)
-    val_keys: set[bytes] = set()
     drawn = 0.0
     stats.exhausted = True
     for row in rows:
-        to_val = row.key in val_keys or (
-            _in_fraction(row.key, config.seed, spec.fraction)
-            if spec.fraction
-            else len(val_keys) < (spec.count or 0)  # count: the first rows of the stream
-        )
+        to_val = sides.get(row.key)
+        if to_val is None:
+            if spec.fraction:
+                to_val = _in_fraction(row.key, config.seed, spec.fraction)
+            else:
+                to_val = stats.val_rows < (spec.count or 0)  # count: the first rows of the stream
+            if not config.dedup:  # with dedup on a key never comes back: no need to remember its side
+                sides[row.key] = to_val
         if to_val:
-            val_keys.add(row.key)
             val.write(row)
             stats.val_rows += 1
             stats.val_tokens = _add(stats.val_tokens, row.tokens)
@@ -158,6 +161,36 @@ def _stream_source(
     stats.available_rows, stats.available_tokens = stats.drawn_rows, stats.drawn_tokens
     stats.repeat = 1.0 if stats.drawn_rows else None
     return train.close(), val.close()
+
+
+def _split_pool(
+    pool: list[Row],
+    stats: SourceStats,
+    config: MixtureConfig,
+    src: SourceConfig,
+    counted: bool,
+    sides: dict[bytes, bool],
+    result: MixtureBuild,
+) -> list[Row]:
+    """Hold out this source's validation rows (before mixing); return its training pool."""
+    spec = config.validation_for(src)
+    count = validation_count(spec.fraction, spec.count, len(pool))
+    if pool and count >= len(pool):
+        raise DataError(
+            f"source '{src.name}': validation takes {count} of its {len(pool)} rows, none left to train"
+        )
+    rng = rng_for(config.seed, src.name, "val")
+    val_idx, train_idx = split_validation([r.key for r in pool], count, rng, sides)
+    val_rows, train_rows = [pool[j] for j in val_idx], [pool[j] for j in train_idx]
+    if not train_rows:
+        raise _no_rows(stats)
+    stats.val_rows, stats.available_rows = len(val_rows), len(train_rows)
+    if counted:
+        stats.val_tokens = sum(r.tokens for r in val_rows)
+        stats.available_tokens = sum(r.tokens for r in train_rows)
+    result.val.append(_memory([to_line(r.data) for r in val_rows]))
+    result.train.append(_memory([]))  # filled once every quota is known
+    return train_rows
 
 
 def build_mixture(
@@ -184,6 +217,7 @@ def build_mixture(
     )
     result = MixtureBuild(config, [])
     pools: dict[int, list[Row]] = {}
+    sides: dict[bytes, bool] = {}  # content key → held out for validation (shared by all sources)
     for i, (src, source) in enumerate(zip(config.sources, opened, strict=True)):
         stats = SourceStats(src.name, source.origin, source.offline_sample, src.weight, shares[i])
         result.stats.append(stats)
@@ -191,7 +225,7 @@ def build_mixture(
         rows = processor.rows(source, stats)
         if src.streaming:
             stats.streamed = True
-            train, val = _stream_source(rows, stats, early[i], config, src, workdir, i)
+            train, val = _stream_source(rows, stats, early[i], config, src, workdir, i, sides)
             if stats.drawn_rows == 0:
                 raise _no_rows(stats)
             if stats.exhausted:
@@ -201,26 +235,7 @@ def build_mixture(
             result.train.append(train)
             result.val.append(val)
             continue
-        pool = list(rows)
-        spec = config.validation_for(src)
-        count = validation_count(spec.fraction, spec.count, len(pool))
-        if pool and count >= len(pool):
-            raise DataError(
-                f"source '{src.name}': validation takes {count} of its {len(pool)} rows, none left to train"
-            )
-        val_idx, train_idx = split_validation(
-            [r.key for r in pool], count, rng_for(config.seed, src.name, "val")
-        )
-        val_rows = [pool[j] for j in val_idx]
-        pools[i] = [pool[j] for j in train_idx]
-        if not pools[i]:
-            raise _no_rows(stats)
-        stats.val_rows = len(val_rows)
-        stats.val_tokens = None if counter is None else sum(r.tokens for r in val_rows)
-        stats.available_rows = len(pools[i])
-        stats.available_tokens = None if counter is None else sum(r.tokens for r in pools[i])
-        result.val.append(_memory([to_line(r.data) for r in val_rows]))
-        result.train.append(_memory([]))  # filled once quotas are known
+        pools[i] = _split_pool(list(rows), stats, config, src, counter is not None, sides, result)
     _draw_pools(config, result, pools, shares, early)
     return result
 

@@ -58,7 +58,8 @@ class BudgetSpec(Strict):
         return float(getattr(self, self.kind))
 
     def describe(self) -> str:
-        return f"{self.amount:g} {self.kind}"
+        amount = self.amount
+        return f"{self.kind}={amount:,.0f}" if amount.is_integer() else f"{self.kind}={amount:g}"
 
 
 class FilterSpec(Strict):

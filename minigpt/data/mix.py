@@ -56,24 +56,26 @@ def quotas(
     return amounts
 
 
-def split_validation(keys: Sequence[bytes], count: int, rng: random.Random) -> tuple[list[int], list[int]]:
-    """Indices of validation and training rows. Rows with equal content keys go to the same side, so the
-    split never puts one text in both even when dedup is off. ``count`` is in rows (approximately, when
-    dedup is off and a group is larger than one)."""
+def split_validation(
+    keys: Sequence[bytes], count: int, rng: random.Random, sides: dict[bytes, bool]
+) -> tuple[list[int], list[int]]:
+    """Indices of validation and training rows. Rows with equal content keys go to the same side, here and
+    in every other source (``sides``: key → is validation, shared across sources and updated), so no text
+    is in both splits even when dedup is off. ``count`` is in rows (approximately when groups are larger
+    than one row or a key's side was fixed by an earlier source)."""
     groups: dict[bytes, list[int]] = {}
     for i, key in enumerate(keys):
         groups.setdefault(key, []).append(i)
     order = list(groups)
     rng.shuffle(order)
-    val: list[int] = []
-    taken = 0
+    taken = sum(len(groups[k]) for k in order if sides.get(k) is True)
     for key in order:
-        if taken >= count:
-            break
-        val.extend(groups[key])
-        taken += len(groups[key])
+        if key not in sides:
+            sides[key] = taken < count
+            taken += len(groups[key]) if sides[key] else 0
+    val = sorted(i for key in order if sides[key] for i in groups[key])
     chosen = set(val)
-    return sorted(val), [i for i in range(len(keys)) if i not in chosen]
+    return val, [i for i in range(len(keys)) if i not in chosen]
 
 
 def validation_count(spec_fraction: float | None, spec_count: int | None, size: int) -> int:

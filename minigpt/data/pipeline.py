@@ -111,8 +111,9 @@ class RowProcessor:
                 )
                 self._bad(err, item.loc, stats)
                 continue
+            # A generator's own meta is kept, but ``source`` is always the mixture's name for the source.
             meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
-            row["meta"] = {"source": src.name, "id": item.loc.id, **meta}
+            row["meta"] = {**meta, "source": src.name, "id": meta.get("id", item.loc.id)}
             yield row
 
     def _accept(self, rows: list[dict[str, Any]], stats: SourceStats) -> Iterator[Row]:

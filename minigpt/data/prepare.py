@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,8 +24,10 @@ import minigpt
 from minigpt.data.build import MixtureBuild, Stream, build_mixture
 from minigpt.data.config import MixtureConfig, load_mixture
 from minigpt.data.mix import rng_for
+from minigpt.data.pipeline import RowProcessor, SourceStats
 from minigpt.data.readers import read_jsonl
 from minigpt.data.report import format_plan, source_records
+from minigpt.data.schema import render_plain
 from minigpt.data.sources import OpenedSource, offline_mode, open_source, source_code_hash
 from minigpt.data.tokens import TokenCounter, Tokenizer, load_tokenizer, tokenizer_hash
 from minigpt.registry import CONVERTERS
@@ -123,6 +127,25 @@ def plan_dataset(
     )
 
 
+def iter_mixture_rows(
+    config_or_path: MixtureConfig | dict[str, Any] | str | os.PathLike,
+    overrides: list[str] | None = None,
+    *,
+    offline: bool | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Every accepted row of every source once, in config order, lazily: no weights, budget or validation
+    split. This is what a tokenizer is trained on, so it needs no tokenizer: token filters are skipped and a
+    text mixture renders conversations in the plain format."""
+    config = load_mixture(config_or_path, overrides)
+    off = offline_mode(offline)
+    processor = RowProcessor(config, counter=None, render=render_plain if config.schema == "text" else None)
+    for src in config.sources:
+        opened = open_source(src, off)
+        stats = SourceStats(src.name, opened.origin, opened.offline_sample, src.weight, 0.0)
+        for row in processor.rows(opened, stats):
+            yield row.data
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -178,6 +201,31 @@ def _sum(values: list[int | None]) -> int | None:
     return None if any(v is None for v in values) else sum(values)
 
 
+def _manifest(
+    setup: _Setup, fp: str, build: MixtureBuild, train: dict[str, Any], val: dict[str, Any]
+) -> dict[str, Any]:
+    config = setup.config
+    records = source_records(build)
+    dropped: Counter = sum((Counter(r["dropped"]) for r in records), Counter())
+    return {
+        "name": config.name,
+        "stage": config.stage,
+        "schema": config.schema,
+        "fingerprint": fp,
+        "format": FORMAT_VERSION,
+        "minigpt_version": minigpt.__version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "offline": setup.offline,
+        "tokenizer": setup.tokenizer_label,
+        "train": {**train, "tokens": _sum([s.drawn_tokens for s in build.stats])},
+        "val": {**val, "tokens": _sum([s.val_tokens for s in build.stats])},
+        "sources": records,
+        "dropped": dict(dropped),
+        "warnings": build.warnings,
+        "config": config.model_dump(mode="json"),
+    }
+
+
 def prepare_dataset(
     config_or_path: MixtureConfig | dict[str, Any] | str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -201,30 +249,9 @@ def prepare_dataset(
         build = build_mixture(config, setup.opened, setup.counter, workdir=work)
         train = _write(build.train, work / "train.jsonl", f"{config.seed}:{config.stem}")
         val = _write(build.val, work / "val.jsonl", None)
-        train["tokens"] = _sum([s.drawn_tokens for s in build.stats])
-        val["tokens"] = _sum([s.val_tokens for s in build.stats])
-        records = source_records(build)
-        dropped: dict[str, int] = {}
-        for record in records:
-            for reason, n in record["dropped"].items():
-                dropped[reason] = dropped.get(reason, 0) + n
-        manifest = {
-            "name": config.name,
-            "stage": config.stage,
-            "schema": config.schema,
-            "fingerprint": fp,
-            "format": FORMAT_VERSION,
-            "minigpt_version": minigpt.__version__,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "offline": setup.offline,
-            "tokenizer": setup.tokenizer_label,
-            "train": {"path": train_path.name, **train},
-            "val": {"path": val_path.name, **val},
-            "sources": records,
-            "dropped": dropped,
-            "warnings": build.warnings,
-            "config": config.model_dump(mode="json"),
-        }
+        manifest = _manifest(
+            setup, fp, build, {"path": train_path.name, **train}, {"path": val_path.name, **val}
+        )
         (work / "manifest.json").write_text(
             json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", "utf-8"
         )

@@ -52,6 +52,11 @@ def fail(reason: str, field: str | None = None, detail: str = "") -> DataError:
     return data_error(f"{reason}: {detail}" if detail else reason, field=field, reason=reason)
 
 
+def empty_turn(field: str, what: str) -> DataError:
+    """An empty turn (``what``: "assistant turn", "text", ...): bad input, or a filter with empty_turns: drop."""
+    return data_error(f"empty {what}", field=field, reason=EMPTY_TURN)
+
+
 def reason_of(err: DataError) -> str:
     return getattr(err, "reason", None) or str(err)
 

@@ -152,7 +152,9 @@ def list_files(path: str | os.PathLike) -> list[Path]:
         files = sorted(
             p
             for p in root.rglob("*")
-            if p.is_file() and p.suffix in SUFFIXES and not any(part.startswith(".") for part in p.parts)
+            if p.is_file()
+            and p.suffix in SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)
         )
         if not files:
             raise data_error(

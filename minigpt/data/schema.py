@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from minigpt.data.problems import EMPTY_TURN, fail
+from minigpt.data.problems import empty_turn, fail
 
 ROLES = ("system", "user", "assistant")
 SCHEMA_FIELDS = {
@@ -56,7 +56,7 @@ def check_messages(
         else:
             expected = "assistant" if role == "user" else "user"
         if not content.strip():
-            raise fail(EMPTY_TURN, f"{where}.content", f"empty {role} turn")
+            raise empty_turn(f"{where}.content", f"{role} turn")
         out.append({"role": role, "content": content})
     if last is not None and out[-1]["role"] != last:
         raise fail("wrong role order", f"{field}[{len(out) - 1}].role", f"must end with a {last} turn")
@@ -75,7 +75,7 @@ def validate_row(row: dict[str, Any], schema: str) -> dict[str, Any]:
         if not isinstance(row["text"], str):
             raise fail("mistyped field", "text", f"expected a string, got {type(row['text']).__name__}")
         if not row["text"].strip():
-            raise fail(EMPTY_TURN, "text", "empty text")
+            raise empty_turn("text", "text")
     elif schema == "conversations":
         row["conversations"] = check_messages(row["conversations"], "conversations")
     elif schema == "prompt_only":
@@ -119,9 +119,8 @@ def adapt(row: dict[str, Any], target: str, render: Renderer | None) -> dict[str
     if produced == target:
         return row
     extras = {k: v for k, v in row.items() if k not in SCHEMA_FIELDS[produced]}
-    if produced == "preference" and target in ("conversations", "prompt_only", "text"):
-        # SFT / RL on the preferred answer: the prompt plus chosen is a whole conversation.
-        extras = {k: v for k, v in row.items() if k == "meta"}
+    if produced == "preference":
+        # SFT, RL or midtraining on the preferred answer: the prompt plus chosen is a whole conversation.
         row = {"conversations": row["prompt"] + row["chosen"], **extras}
         produced = "conversations"
     if produced == "conversations" and target == "prompt_only":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from minigpt.data.problems import EMPTY_TURN, fail
+from minigpt.data.problems import empty_turn, fail
 
 
 def text_field(row: dict[str, Any], name: str, *, required: bool = True, turn: str | None = None) -> str:
@@ -20,7 +20,7 @@ def text_field(row: dict[str, Any], name: str, *, required: bool = True, turn: s
     if not isinstance(value, str):
         raise fail("mistyped field", name, f"expected a string, got {type(value).__name__}")
     if turn is not None and not value.strip():
-        raise fail(EMPTY_TURN, name, f"empty {turn} turn")
+        raise empty_turn(name, "text" if turn == "text" else f"{turn} turn")
     return value
 
 
