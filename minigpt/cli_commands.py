@@ -29,20 +29,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     if not args.dry_run:
         run_dir = Path(result["run_dir"])
-        report = run_dir / "report.md"
-        if _has_report():
-            from minigpt.report import build_report
+        from minigpt.report import build_report
 
-            report = build_report(run_dir)
-            print(f"report: {report}")
         print(f"outputs: {run_dir}")
+        print(f"report: {build_report(run_dir)}")
     return 0
-
-
-def _has_report() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("minigpt.report") is not None
 
 
 def register_run(sub: argparse._SubParsersAction) -> None:
@@ -88,4 +79,11 @@ def register_play(sub: argparse._SubParsersAction) -> None:
     play.set_defaults(func=_cmd_play)
 
 
-COMMANDS = [register_run, register_eval, register_play]
+def _late_commands() -> list:
+    from minigpt.chat import register_chat
+    from minigpt.report import register_report
+
+    return [register_report, register_chat]
+
+
+COMMANDS = [register_run, register_eval, register_play, *_late_commands()]

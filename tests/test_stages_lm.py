@@ -188,3 +188,20 @@ def test_locked_output_dir_is_refused(tmp_path, tiny_tokenizer_dir, lm_data):
     (tmp_path / "locked").mkdir()
     with OutputLock(tmp_path / "locked"), pytest.raises(TrainingError, match="another run is writing"):
         _run(cfg)
+
+
+def test_sft_trains_from_a_shipped_mixture_config(tmp_path, tiny_tokenizer_dir, monkeypatch):
+    monkeypatch.setenv("MINIGPT_OFFLINE", "1")
+    cfg = StageConfig.model_validate({
+        "stage": "sft", "output_dir": str(tmp_path / "mix"),
+        "model": {"init": "tiny", "tokenizer": str(tiny_tokenizer_dir), "overrides": SMALL},
+        "data": {"data_config": "config/data/posttrain/sft/general.yaml", "max_length": 128,
+                 "prepared_dir": str(tmp_path / "prepared"), "use_prepared": True},
+        "train": {"max_steps": 4, "batch_size": 8, "log_interval": 2},
+    })
+    summary = _run(cfg)
+    assert summary["train_rows"] > 20 and summary["val_rows"] >= 1
+    prepared = sorted(p.name for p in (tmp_path / "prepared").iterdir())
+    assert "sft_general_train.jsonl" in prepared and "sft_general_val.jsonl" in prepared
+    log = next((tmp_path / "mix").glob("sft_training_logs_*.txt")).read_text()
+    assert "sft_general_train.jsonl" in log

@@ -1,0 +1,132 @@
+"""Reward functions for the RL stages, registered in ``minigpt.registry.REWARDS``, and their config wiring.
+
+Built in: ``gsm8k_answer``, ``format``, ``length`` (``minigpt.rewards.general``); tic-tac-toe rewards live in
+``minigpt.tasks.tictactoe.rewards``. A config may also name ``package.module:function`` (imported only then).
+
+A config entry is a :class:`RewardSpec` ``{name, weight, args, label}``; :func:`build_rewards` turns a list of
+them into the callables and weights TRL's RL trainers take.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+from typing import Any
+
+from pydantic import field_validator, model_validator
+
+from minigpt.config import Strict
+from minigpt.errors import ConfigError
+from minigpt.registry import REWARDS
+from minigpt.rewards import general  # noqa: F401  (imported for registration)
+from minigpt.rewards.general import completion_text, extract_final_number
+
+# Keyword names TRL itself passes to reward functions: a dataset column or a config arg with one of these
+# names would collide with them.
+RESERVED_NAMES = (
+    "prompts",
+    "completions",
+    "completion",
+    "completion_ids",
+    "trainer_state",
+    "log_extra",
+    "log_metric",
+    "environments",
+)
+
+
+def check_reward_args(fn: Any, name: str, args: dict[str, Any]) -> None:
+    """Config ``args`` must be named parameters of the reward function (a typo is not swallowed by its
+    ``**kwargs``), and pass the function's own ``validate_args`` hook when it has one."""
+    if not callable(fn):
+        raise ValueError(f"reward function '{name}' is not callable")
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check
+        params = None
+    if params is not None:
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        named = [p.name for p in params if p.kind in kinds and p.name not in RESERVED_NAMES]
+        for key in args:
+            if key in RESERVED_NAMES:
+                raise ValueError(
+                    f"reward '{name}': args.{key} is passed by the trainer, not set in the config"
+                )
+            if key not in named:
+                close = difflib.get_close_matches(key, named, n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise ValueError(
+                    f"reward '{name}' has no argument '{key}'.{hint} "
+                    f"Its arguments: {', '.join(named) or '(none)'}"
+                )
+    validate = getattr(fn, "validate_args", None)
+    if validate is not None:
+        validate(args)
+
+
+class RewardSpec(Strict):
+    name: str
+    """A registered reward (``gsm8k_answer``, ``format``, ``length``, ``tictactoe_solver``, ...) or
+    ``package.module:function``."""
+    weight: float = 1.0
+    args: dict[str, Any] = {}
+    """Keyword arguments bound to the function (e.g. ``{target: 64, unit: tokens}`` for ``length``)."""
+    label: str | None = None
+    """The name in metrics (``train/reward/<label>``); default the function's name."""
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        try:
+            REWARDS.get(name)
+        except ConfigError as exc:  # re-raised as ValueError so the message carries file, line and key
+            raise ValueError(str(exc)) from None
+        return name
+
+    @model_validator(mode="after")
+    def _args(self) -> RewardSpec:
+        check_reward_args(REWARDS.get(self.name), self.name, self.args)
+        return self
+
+
+class NamedReward:
+    """A reward function with its config args bound and a display name.
+
+    TRL names its per-reward metrics after ``__name__`` and unwraps a bare ``functools.partial`` to the
+    wrapped function's name, so two differently configured uses of one function would share a name.
+    """
+
+    def __init__(self, fn: Any, args: dict[str, Any], name: str):
+        self.func = functools.partial(fn, **args) if args else fn
+        self.args = dict(args)
+        self.__name__ = name
+
+    def __call__(self, **kwargs: Any) -> list[float]:  # TRL passes everything by keyword
+        return self.func(**kwargs)
+
+    def __repr__(self) -> str:
+        return f"NamedReward({self.__name__}, args={self.args})"
+
+
+def build_rewards(specs: list[RewardSpec]) -> tuple[list[NamedReward], list[float]]:
+    """(reward functions for TRL, their weights) from the config; labels are made unique (``name_2``)."""
+    funcs: list[NamedReward] = []
+    seen: dict[str, int] = {}
+    for spec in specs:
+        base = spec.label or spec.name.rsplit(":", 1)[-1]
+        seen[base] = seen.get(base, 0) + 1
+        label = base if seen[base] == 1 else f"{base}_{seen[base]}"
+        funcs.append(NamedReward(REWARDS.get(spec.name), spec.args, label))
+    return funcs, [spec.weight for spec in specs]
+
+
+__all__ = [
+    "RESERVED_NAMES",
+    "NamedReward",
+    "RewardSpec",
+    "build_rewards",
+    "check_reward_args",
+    "completion_text",
+    "extract_final_number",
+]

@@ -1,0 +1,398 @@
+"""What the TRL-based RL stages (grpo, rloo) share: the ``algo`` fields, prompt datasets, reward metric names,
+per-step generation/update timing, and the offline reference model (reward config wiring: ``minigpt.rewards``).
+
+A stage built on this is a few lines: its TRL trainer and config classes and its own extra fields.
+
+Batch semantics follow TRL: ``train.batch_size`` counts completions per device and micro-step, so a step
+sees ``batch_size × grad_accum × devices / num_generations`` prompts, each sampled ``num_generations`` times.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+from datasets import Dataset
+from pydantic import Field, field_validator
+from transformers import TrainerCallback
+
+from minigpt.config import Strict
+from minigpt.errors import ConfigError, DataError
+from minigpt.rewards import RESERVED_NAMES, NamedReward, RewardSpec, build_rewards
+from minigpt.stages.base import RunState, Stage, StageContext
+
+_ROLES = ("system", "user", "assistant")
+
+
+# ---------------------------------------------------------------- config
+
+
+class RLParams(Strict):
+    """``algo:`` fields shared by the RL stages."""
+
+    rewards: list[RewardSpec] = Field(min_length=1)
+    """Reward functions: ``[{name, weight, args, label}]``; a bare name means weight 1, no args."""
+    num_generations: int = Field(8, ge=2)
+    """Completions sampled per prompt (the group)."""
+    num_generations_eval: int | None = Field(None, ge=1)
+    """Completions per held-out prompt at evaluation; default ``num_generations``."""
+    max_prompt_length: int | None = Field(None, gt=0)
+    """Prompts longer than this many tokens (chat template included) are dropped, or refused when
+    ``data.overlong: error``. None: no limit."""
+    max_completion_length: int = Field(256, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    """0: no top-k filtering."""
+    beta: float = Field(0.0, ge=0)
+    """KL coefficient against the initial policy; 0 loads no reference model (and logs no ``train/kl``)."""
+    num_iterations: int = Field(1, ge=1)
+    """Optimisation passes over each generated batch (μ)."""
+    epsilon: float = Field(0.2, gt=0)
+    """Clip range of the policy ratio (lower side; also the upper one unless ``epsilon_high``)."""
+    epsilon_high: float | None = Field(None, gt=0)
+    mask_truncated_completions: bool = False
+    """Leave completions cut at ``max_completion_length`` out of the loss."""
+
+    @field_validator("rewards", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": item} if isinstance(item, str) else item for item in value]
+        return value
+
+
+def trl_kwargs(params: RLParams, weights: list[float]) -> dict[str, Any]:
+    """TRL config keyword arguments for the shared ``algo`` fields and the reward weights: every shared
+    field is a GRPOConfig/RLOOConfig field of the same name, except the two handled here."""
+    shared = set(RLParams.model_fields) - {"rewards", "max_prompt_length"}
+    return {**params.model_dump(include=shared), "reward_weights": weights}
+
+
+# ---------------------------------------------------------------- reward metric names
+
+
+def reward_metric_renames(labels: list[str]) -> dict[str, str]:
+    """TRL's per-reward keys → ours: ``rewards/<l>/mean`` → ``train/reward/<l>`` (std likewise)."""
+    out: dict[str, str] = {}
+    for label in labels:
+        out[f"rewards/{label}/mean"] = f"train/reward/{label}"
+        out[f"rewards/{label}/std"] = f"train/reward_std/{label}"
+        out[f"eval_rewards/{label}/mean"] = f"eval/reward/{label}"
+        out[f"eval_rewards/{label}/std"] = f"eval/reward_std/{label}"
+    return out
+
+
+# TRL log keys → DESIGN.md §5 names. ``reward``, ``reward_std``, ``kl``, ``entropy`` become ``train/...`` (and
+# ``eval_reward`` → ``eval/reward``) by the general rule; keys with a "/" would be kept as they are, so the
+# training ones get a ``train/`` prefix here. ``eval_loss`` is the policy loss on held-out completions, not a
+# language-model loss: it must not become ``eval/loss`` (which would get a meaningless ``eval/ppl``).
+_COMPLETION_STATS = (
+    "min_length",
+    "max_length",
+    "clipped_ratio",
+    "mean_terminated_length",
+    "min_terminated_length",
+    "max_terminated_length",
+)
+_CLIP_STATS = ("low_mean", "low_min", "high_mean", "high_max", "region_mean")
+RL_METRIC_RENAMES: dict[str, str] = {
+    "completions/mean_length": "train/avg_response_len",
+    "eval_completions/mean_length": "eval/avg_response_len",
+    "eval_loss": "eval/policy_loss",
+    **{f"completions/{k}": f"train/completions/{k}" for k in _COMPLETION_STATS},
+    **{f"clip_ratio/{k}": f"train/clip_ratio/{k}" for k in _CLIP_STATS},
+}
+
+
+# ---------------------------------------------------------------- datasets
+
+
+def _prompt_messages(prompt: Any, where: str, source: str) -> list[dict[str, str]]:
+    if isinstance(prompt, str):  # a plain-text prompt is one user turn
+        prompt = [{"role": "user", "content": prompt}]
+    if not isinstance(prompt, list) or not prompt:
+        raise DataError(
+            f"{where}: expected a non-empty list of {{role, content}} messages", file=source, field="prompt"
+        )
+    out = []
+    for i, msg in enumerate(prompt):
+        if (
+            not isinstance(msg, dict)
+            or msg.get("role") not in _ROLES
+            or not isinstance(msg.get("content"), str)
+        ):
+            raise DataError(
+                f"{where}: message {i} must be {{role: system/user/assistant, content: str}}",
+                file=source,
+                field="prompt",
+            )
+        out.append({"role": msg["role"], "content": msg["content"]})  # drop extra keys: Arrow needs one shape
+    return out
+
+
+def prompt_dataset(
+    rows: list[dict[str, Any]],
+    source: str,
+    tokenizer: Any,
+    max_prompt_length: int | None,
+    overlong: str,
+    note: Any,
+) -> Dataset:
+    """A ``datasets.Dataset`` of ``prompt`` (messages) plus every other column of the rows, which TRL hands to
+    the reward functions by name."""
+    out, dropped = [], 0
+    for i, row in enumerate(rows):
+        where = f"row {i + 1}"
+        clash = sorted(set(row) & set(RESERVED_NAMES))
+        if clash:
+            raise DataError(
+                f"{where}: column '{clash[0]}' clashes with an argument the trainer passes to "
+                "reward functions; rename it",
+                file=source,
+                field=clash[0],
+            )
+        if "prompt" not in row:
+            raise DataError(
+                f"{where}: missing 'prompt' (prompt_only rows: prompt + task columns)", file=source
+            )
+        prompt = _prompt_messages(row["prompt"], where, source)
+        if max_prompt_length is not None:
+            text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+            n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            if n > max_prompt_length:
+                if overlong == "error":
+                    raise DataError(
+                        f"{where}: prompt is {n} tokens, over algo.max_prompt_length "
+                        f"{max_prompt_length} (data.overlong: error)",
+                        file=source,
+                        field="prompt",
+                    )
+                dropped += 1  # a chat prompt cannot be cut without breaking its template: drop it
+                continue
+        out.append({**row, "prompt": prompt})
+    if dropped:
+        note(f"{source}: {dropped} prompts over {max_prompt_length} tokens dropped")
+    if not out:
+        raise DataError("no prompts left (all over algo.max_prompt_length?)", file=source)
+    try:
+        return Dataset.from_list(out)
+    except (TypeError, ValueError) as exc:  # pyarrow's errors subclass these
+        raise DataError(f"columns must have one type across rows: {exc}", file=source) from None
+
+
+# ---------------------------------------------------------------- timing and token counting
+
+
+class StepTimer(TrainerCallback):
+    """Per optimizer step: seconds spent generating (rollouts: sampling, rewards, old/ref log-probs) and the
+    rest of the step (forward/backward over the micro-batches and the optimizer step). Evaluation and
+    checkpointing run after ``on_step_end`` and are not counted."""
+
+    def __init__(self, state: RunState):
+        self.state = state
+        self.generation = 0.0
+        self._start: float | None = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+        self.generation = 0.0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._start is None:
+            return
+        total = time.perf_counter() - self._start
+        self.state.accumulate("train/generation_seconds", self.generation)
+        self.state.accumulate("train/update_seconds", max(total - self.generation, 0.0))
+        self._start = None
+
+
+class RLTrainerMixin:
+    """Between ``MiniGPTTrainerMixin`` and a TRL RL trainer: times generation, counts prompt + completion
+    tokens for throughput, and decodes completions keeping special tokens other than end/padding."""
+
+    completions_index: ClassVar[int]
+    """Position of the decoded completions in the tuple the TRL trainer's ``_generate`` returns."""
+    minigpt_timer: StepTimer | None = None
+
+    def _generate(self, prompts):
+        out = super()._generate(prompts)
+        return self._keep_special_tokens(out)
+
+    def _keep_special_tokens(self, out: tuple) -> tuple:
+        # TRL decodes with skip_special_tokens=True, which deletes tokens such as <think> that our tokenizers
+        # mark special, so a format reward could never see them. Re-decode, dropping only end/pad tokens.
+        tok = self.processing_class
+        if (
+            getattr(self, "tools", None)
+            or getattr(tok, "response_schema", None) is not None
+            or getattr(tok, "response_template", None) is not None
+        ):
+            return out  # TRL parsed the response (tool calls): keep its messages
+        out = list(out)
+        ids, completions = out[1], out[self.completions_index]
+        if len(ids) != len(completions):
+            raise RuntimeError(f"{type(self).__name__}: unexpected _generate output (TRL version change?)")
+        drop = {*self.eos_token_ids, tok.pad_token_id}
+        new = []
+        for seq, old in zip(ids, completions, strict=True):
+            text = tok.decode([t for t in seq if t not in drop], skip_special_tokens=False)
+            if isinstance(old, str):
+                new.append(text)
+            elif isinstance(old, list) and len(old) == 1 and isinstance(old[0], dict):
+                new.append([{**old[0], "content": text}])
+            else:
+                new.append(old)
+        out[self.completions_index] = new
+        return tuple(out)
+
+    def _generate_and_score_completions(self, inputs):
+        if not self.model.training:
+            return super()._generate_and_score_completions(inputs)
+        start = time.perf_counter()
+        output = super()._generate_and_score_completions(inputs)
+        if self.minigpt_timer is not None:
+            self.minigpt_timer.generation += time.perf_counter() - start
+        state = getattr(self, "minigpt_state", None)
+        if state is not None:  # TRL itself adds the same count to state.num_input_tokens_seen
+            tokens = int(output["prompt_mask"].sum()) + int(output["completion_mask"].sum())
+            state.throughput.add(tokens, int(output["completion_mask"].shape[0]))
+        return output
+
+
+# ---------------------------------------------------------------- reference model
+
+
+def _vocab_rows(model: Any) -> int:
+    return int(model.get_input_embeddings().weight.shape[0])
+
+
+@contextmanager
+def reference_model_source(ctx: StageContext, beta: float) -> Iterator[None]:
+    """While the TRL trainer is built, point ``model.config._name_or_path`` at a local folder holding the
+    initial policy: TRL loads the reference model from that name and would otherwise look it up on the hub
+    (a preset has no name at all). The stage's input folder is used when it holds exactly these weights;
+    otherwise the weights are saved to ``<output_dir>/.reference`` and removed once loaded."""
+    if beta == 0.0:
+        yield
+        return
+    from accelerate import PartialState
+
+    init = Path(ctx.cfg.model.init).expanduser()
+    folder, temporary = init, False
+    same = False
+    if init.is_dir() and not ctx.cfg.model.overrides and (init / "config.json").exists():
+        saved = json.loads((init / "config.json").read_text(encoding="utf-8"))
+        same = saved.get("vocab_size") == _vocab_rows(ctx.model)  # not resized on load
+    if not same:
+        folder, temporary = ctx.output_dir / ".reference", True
+        if ctx.is_main:
+            ctx.model.save_pretrained(str(folder), safe_serialization=True)
+        PartialState().wait_for_everyone()
+    config = ctx.model.config
+    original = getattr(config, "_name_or_path", "")
+    config._name_or_path = str(folder)
+    try:
+        yield
+    finally:
+        config._name_or_path = original
+        if temporary:
+            PartialState().wait_for_everyone()
+            if ctx.is_main:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the stage
+
+
+class RLStage(Stage):
+    """Base of the TRL RL stages: subclasses set ``trainer_class``, ``config_class``, ``Params`` and may add
+    TRL config fields in :meth:`algo_kwargs`."""
+
+    schema = "prompt_only"
+    Params = RLParams
+    metric_renames = RL_METRIC_RENAMES
+    trainer_class: ClassVar[type]
+    config_class: ClassVar[type]
+
+    def algo_kwargs(self) -> dict[str, Any]:
+        """The stage's own TRL config fields (beyond :func:`trl_kwargs`)."""
+        return {}
+
+    def _eval_generations(self) -> int:
+        p = self.ctx.params
+        return p.num_generations_eval or p.num_generations
+
+    def build_datasets(self) -> tuple[Dataset, Dataset | None]:
+        cfg, p = self.ctx.cfg, self.ctx.params
+        train_src, val_src = self.ctx.data_sources
+        note = self.ctx.state.log.note
+        args = (self.ctx.tokenizer, p.max_prompt_length, cfg.data.overlong, note)
+        train = prompt_dataset(self.ctx.train_rows, train_src, *args)
+        val_rows = self.ctx.val_rows
+        if val_rows and cfg.train.eval_batches:
+            # eval_batches caps batches of completions; each prompt yields num_generations_eval of them
+            eval_bs = cfg.train.eval_batch_size or cfg.train.batch_size
+            val_rows = val_rows[: max(1, cfg.train.eval_batches * eval_bs // self._eval_generations())]
+        val = prompt_dataset(val_rows, val_src, *args) if val_rows else None
+        return train, val
+
+    def count_batch(self, inputs: Any) -> tuple[int, int]:
+        # A training step receives prompt rows before generation; prompt + completion tokens are counted
+        # after generation, in RLTrainerMixin._generate_and_score_completions.
+        return 0, 0
+
+    def _check(self, train_ds: Dataset, eval_ds: Dataset | None, funcs: list[NamedReward]) -> None:
+        cfg, p, world = self.ctx.cfg, self.ctx.params, self.ctx.state.n_devices
+        per_step = cfg.train.batch_size * cfg.train.grad_accum * world
+        if per_step % p.num_generations:
+            raise ConfigError(
+                f"train.batch_size × train.grad_accum × devices = {per_step} completions per step must be a "
+                f"multiple of algo.num_generations ({p.num_generations}): every prompt's group must fit in a step"
+            )
+        eval_bs = (cfg.train.eval_batch_size or cfg.train.batch_size) * world
+        if eval_ds is not None and eval_bs % self._eval_generations():
+            raise ConfigError(
+                f"train.eval_batch_size × devices = {eval_bs} must be a multiple of the generations per eval "
+                f"prompt ({self._eval_generations()}: algo.num_generations_eval or algo.num_generations)"
+            )
+        for fn in funcs:
+            clash = sorted(set(fn.args) & set(train_ds.column_names))
+            if clash:
+                raise ConfigError(
+                    f"algo.rewards '{fn.__name__}': args.{clash[0]} is also a dataset column "
+                    "(the column would silently win): rename one of them"
+                )
+
+    def build_trainer(
+        self, args_kwargs: dict[str, Any], train_ds: Dataset, eval_ds: Dataset | None, callbacks: list
+    ) -> Any:
+        p = self.ctx.params
+        funcs, weights = build_rewards(p.rewards)
+        self._check(train_ds, eval_ds, funcs)
+        self.ctx.state.renames.update(reward_metric_renames([fn.__name__ for fn in funcs]))
+        self.ctx.state.log.note(
+            "rewards: " + ", ".join(f"{fn.__name__} × {w:g}" for fn, w in zip(funcs, weights, strict=True))
+        )
+        try:
+            args = self.config_class(**args_kwargs, **trl_kwargs(p, weights), **self.algo_kwargs())
+        except ValueError as exc:  # TRL's own consistency checks
+            raise ConfigError(f"stage {self.name}: {exc}") from None
+        timer = StepTimer(self.ctx.state)
+        with reference_model_source(self.ctx, p.beta):
+            trainer = self.trainer_class(
+                model=self.ctx.model,
+                reward_funcs=funcs,
+                args=args,
+                train_dataset=train_ds,
+                eval_dataset=eval_ds,
+                processing_class=self.ctx.tokenizer,
+                callbacks=[*callbacks, timer],
+            )
+        trainer.minigpt_timer = timer
+        return trainer
