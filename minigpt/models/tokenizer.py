@@ -25,8 +25,15 @@ CHAT_TEMPLATE = (
 )
 
 
+# The chat template's own words, so BPE learns them as tokens rather than spelling "assistant" letter by letter
+# in every turn (they never appear in message contents, which is all the data rows hold).
+_TEMPLATE_TEXT = "\n".join(["system", "user", "assistant"] * 50)
+
+
 def iter_texts(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
-    """Every piece of text in rows of any schema (text, conversations/messages, preference, prompt_only)."""
+    """Every piece of text in rows of any schema (text, conversations/messages, preference, prompt_only),
+    plus the chat template's role names."""
+    yield _TEMPLATE_TEXT
     for row in rows:
         if isinstance(row.get("text"), str):
             yield row["text"]
@@ -66,7 +73,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 
             yield text
 
     tok.train_from_iterator(counted(), trainer=trainer)
-    if seen == 0:
+    if seen <= 1:  # only the template text: the data source itself was empty
         raise ModelError("tokenizer training got no text: the data source is empty")
     return wrap_tokenizer(tok)
 

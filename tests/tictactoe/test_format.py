@@ -104,3 +104,17 @@ def test_to_failure():
         0,
         "Move: 0",
     )
+
+
+def test_lines_reasoning_lists_every_line_and_still_parses():
+    from minigpt.tasks.tictactoe.format import LINES, format_answer, lines_text
+
+    board = "XX.OO...."
+    assert lines_text(board) == "lines XX2 OO5 678 XO6 XO7 258 XO8 2O6"
+    answer = format_answer(board, 2, reasoning="lines")
+    assert answer == "lines XX2 OO5 678 XO6 XO7 258 XO8 2O6\nwin 2\nMove: 2"
+    assert parse_move(answer, board).move == 2 and parse_move(answer, board).ok
+    # every line of three cells appears once: 3 rows, 3 columns, 2 diagonals
+    assert sorted(LINES) == sorted({tuple(line) for line in LINES}) and len(LINES) == 8
+    with pytest.raises(ValueError, match="reasoning must be one of"):
+        format_answer(board, 2, reasoning="long")

@@ -139,3 +139,23 @@ def test_games_transcripts():
     assert results == {"X wins", "O wins", "draw"}
     with pytest.raises(ConfigError):
         list(GENERATORS.get("tictactoe_games")(agents=["human"]))
+
+
+def test_optimal_self_positions_cover_what_a_perfect_player_meets():
+    from minigpt.tasks.tictactoe.arena import MinimaxAgent, exhaustive_check
+    from minigpt.tasks.tictactoe.generators import optimal_self_positions
+
+    for seat in ("X", "O"):
+        seen: list[str] = []
+
+        class Recorder(MinimaxAgent):
+            def moves(self, boards):
+                seen.extend(boards)
+                return super().moves(boards)
+
+        result = exhaustive_check(Recorder(seed=1), seat)
+        reach = optimal_self_positions(seat)
+        assert result.losses == 0 and seen and set(seen) <= reach
+    # every such position is a live position with that seat to move, and the SFT source yields only them
+    rows = list(GENERATORS.get("tictactoe_sft")(reach="optimal_self", moves="one"))
+    assert len(rows) == len(optimal_self_positions("X")) + len(optimal_self_positions("O")) == 3052

@@ -119,10 +119,32 @@ def move_reason(board: str, cell: int) -> str:
     return f"{kind} {cell}"
 
 
-def format_answer(board: str, cell: int, reasoning: bool = True) -> str:
-    """The assistant text for playing ``cell``: optional reasoning line, then the marker line."""
+# Rows, columns, diagonals: the order the ``lines`` reasoning lists them in.
+LINES = ((0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6))
+REASONING_STYLES = (False, True, "lines")
+
+
+def lines_text(board: str) -> str:
+    """The eight lines of the board, each as its three cells (a mark, or the empty cell's index):
+    ``lines X1O 3X5 678 X36 1X7 O58 XX8 OX6``. Written before the decision, it turns finding a win or a
+    block from a two-dimensional search over the prompt into reading one short token group: copying cells
+    at fixed offsets is easy for attention, spotting ``XX8`` is then local."""
+    cells = [c if c != EMPTY else str(i) for i, c in enumerate(board)]
+    return "lines " + " ".join("".join(cells[i] for i in line) for line in LINES)
+
+
+def format_answer(board: str, cell: int, reasoning: bool | str = True) -> str:
+    """The assistant text for playing ``cell``: optional reasoning, then the marker line.
+
+    reasoning: False (marker only), True (a short reason line), ``"lines"`` (the lines of the board, then
+    the reason line)."""
+    if reasoning not in REASONING_STYLES:
+        raise ValueError(f"reasoning must be one of {REASONING_STYLES}, got {reasoning!r}")
     marker = f"{MARKER} {cell}"
-    return f"{move_reason(board, cell)}\n{marker}" if reasoning else marker
+    if not reasoning:
+        return marker
+    reason = f"{move_reason(board, cell)}\n{marker}"
+    return f"{lines_text(board)}\n{reason}" if reasoning == "lines" else reason
 
 
 def parse_move(completion: str, board: str) -> ParseResult:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
 from minigpt.errors import ConfigError
@@ -26,13 +27,42 @@ from minigpt.tasks.tictactoe.format import build_prompt, format_answer, prompt_t
 from minigpt.tasks.tictactoe.solver import move_values, optimal_moves, outcome
 
 _SEATS = ("both", "X", "O")
+_REACH = ("all", "optimal_self")
 
 
-def _positions(seats: str, sample: int | None, seed: int) -> list[str]:
-    """All live positions for the requested seat(s), or a seeded sample of ``sample`` of them."""
+@lru_cache(maxsize=2)
+def optimal_self_positions(seat: str) -> frozenset[str]:
+    """Positions with ``seat`` to move that arise when ``seat`` always plays an optimal move and the
+    opponent plays anything: exactly the positions a perfect player meets in the exhaustive check."""
+    found: set[str] = set()
+    frontier = [EMPTY_BOARD]
+    seen = {EMPTY_BOARD}
+    while frontier:
+        board = frontier.pop()
+        if winner(board) is not None or not legal_moves(board):
+            continue
+        mover = side_to_move(board)
+        if mover == seat:
+            found.add(board)
+        for cell in optimal_moves(board) if mover == seat else legal_moves(board):
+            child = play(board, cell)
+            if child not in seen:
+                seen.add(child)
+                frontier.append(child)
+    return frozenset(found)
+
+
+def _positions(seats: str, sample: int | None, seed: int, reach: str = "all") -> list[str]:
+    """Live positions for the requested seat(s) (``reach``: all of them, or only those a perfect player of
+    that seat meets), or a seeded sample of ``sample`` of them."""
     if seats not in _SEATS:
         raise ConfigError(f"tictactoe: seats must be one of {', '.join(_SEATS)}, got {seats!r}")
+    if reach not in _REACH:
+        raise ConfigError(f"tictactoe: reach must be one of {', '.join(_REACH)}, got {reach!r}")
     boards = [b for b in all_positions() if seats == "both" or side_to_move(b) == seats]
+    if reach == "optimal_self":
+        keep = optimal_self_positions("X") | optimal_self_positions("O")
+        boards = [b for b in boards if b in keep]
     if sample is not None:
         if not isinstance(sample, int) or sample < 1:
             raise ConfigError(f"tictactoe: sample must be a positive integer or null, got {sample!r}")
@@ -51,19 +81,24 @@ def tictactoe_sft(
     seats: str = "both",
     sample: int | None = None,
     moves: str = "all_optimal",
-    reasoning: bool = True,
+    reasoning: bool | str = True,
     seed: int = 0,
+    reach: str = "all",
 ) -> Iterator[dict[str, Any]]:
     """``conversations`` rows: a position and an optimal answer.
 
+    reach: ``all`` positions, or ``optimal_self``: only those a perfect player of the side to move meets
+    against any opponent (use it as a second, upweighted source: these decide the exhaustive check).
+
     seats: ``both`` | ``X`` | ``O`` (which side is to move); sample: number of positions (seeded) or None
     for all; moves: ``all_optimal`` (one row per optimal move) or ``one`` (one optimal move chosen by seed);
-    reasoning: put the reasoning line before the marker.
+    reasoning: False (marker only), True (a reason line before the marker) or ``lines`` (the board's
+    lines, then the reason line; see ``format.lines_text``).
     """
     if moves not in ("all_optimal", "one"):
         raise ConfigError(f"tictactoe_sft: moves must be 'all_optimal' or 'one', got {moves!r}")
     rng = random.Random(seed)
-    for board in _positions(seats, sample, seed):
+    for board in _positions(seats, sample, seed, reach):
         best = optimal_moves(board)
         cells = best if moves == "all_optimal" else [rng.choice(best)]
         for cell in cells:
@@ -88,7 +123,7 @@ def tictactoe_dpo(
     sample: int | None = None,
     pairs_per_position: int | str = 2,
     hard_pairs: bool = True,
-    reasoning: bool = True,
+    reasoning: bool | str = True,
     seed: int = 0,
 ) -> Iterator[dict[str, Any]]:
     """``preference`` rows: chosen is an optimal move (seeded choice), rejected a worse one.
@@ -131,13 +166,16 @@ def tictactoe_rl(
     min_legal_moves: int = 1,
     shuffle: bool = True,
     seed: int = 0,
+    reach: str = "all",
 ) -> Iterator[dict[str, Any]]:
     """``prompt_only`` rows with ``board`` and ``player`` columns for the rewards.
+
+    reach: as for ``tictactoe_sft``.
 
     min_legal_moves: skip positions with fewer legal moves (2 drops forced moves, which teach nothing);
     shuffle: seeded order, so a stage that reads the first N rows sees every ply.
     """
-    boards = [b for b in _positions(seats, sample, seed) if len(legal_moves(b)) >= min_legal_moves]
+    boards = [b for b in _positions(seats, sample, seed, reach) if len(legal_moves(b)) >= min_legal_moves]
     if shuffle:
         random.Random(seed).shuffle(boards)
     for board in boards:
@@ -155,7 +193,7 @@ def _agent_move(kind: str, board: str, rng: random.Random, epsilon: float) -> in
     return rng.choice(optimal_moves(board))
 
 
-def game_transcript(moves: list[int], reasoning: bool = True) -> str:
+def game_transcript(moves: list[int], reasoning: bool | str = True) -> str:
     """A game as plain text: each turn is the prompt text and the answer text, as in the chat stages, then
     the final board and the result (``X wins`` / ``O wins`` / ``draw``)."""
     board, turns = EMPTY_BOARD, []
@@ -172,7 +210,7 @@ def tictactoe_games(
     n_games: int = 1000,
     agents: tuple[str, ...] | list[str] = ("random", "minimax", "mixed"),
     epsilon: float = 0.3,
-    reasoning: bool = True,
+    reasoning: bool | str = True,
     seed: int = 0,
 ) -> Iterator[dict[str, Any]]:
     """``text`` rows: whole games between agents drawn (seeded) from ``agents`` for each seat.
