@@ -87,3 +87,4 @@ def _late_commands() -> list:
 
 
 COMMANDS = [register_run, register_eval, register_play, *_late_commands()]
+COMMANDS.append(__import__("minigpt.bench.cli", fromlist=["register_bench"]).register_bench)

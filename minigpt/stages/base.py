@@ -87,15 +87,20 @@ class Stage(ABC):
         """The trainer, built with the shared training arguments ``args_kwargs`` and ``callbacks``."""
 
     def count_batch(self, inputs: dict[str, Any]) -> tuple[int, int]:
-        """(tokens, samples) in a training micro-batch: non-padding tokens."""
+        """(tokens, samples) in a training micro-batch: non-padding tokens.
+
+        The project's collators count on the CPU (``NUM_TOKENS_KEY``), which is exact for packed rows too and
+        costs no device sync; other batches fall back to their attention mask.
+        """
+        from minigpt.stages.lm_data import NUM_TOKENS_KEY
+
         ids = inputs.get("input_ids")
         if ids is None:
             return 0, 0
+        if NUM_TOKENS_KEY in inputs:
+            return int(inputs[NUM_TOKENS_KEY]), int(ids.shape[0])
         if "attention_mask" in inputs:
             return int(inputs["attention_mask"].sum()), int(ids.shape[0])
-        labels = inputs.get("labels")
-        if labels is not None:  # packed rows: padding has IGNORE labels
-            return int((labels != -100).sum()) + int(ids.shape[0]), int(ids.shape[0])
         return int(ids.numel()), int(ids.shape[0])
 
     def export_model(self, trainer: Any) -> Any:

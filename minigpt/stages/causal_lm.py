@@ -11,7 +11,14 @@ from transformers import Trainer, TrainingArguments
 
 from minigpt.errors import DataError
 from minigpt.stages.base import Stage
-from minigpt.stages.lm_data import IGNORE, PadCollator, encode_conversations, encode_texts, pack_examples
+from minigpt.stages.lm_data import (
+    IGNORE,
+    NUM_TOKENS_KEY,
+    PadCollator,
+    encode_conversations,
+    encode_texts,
+    pack_examples,
+)
 from minigpt.stages.trainer import MiniGPTTrainerMixin
 
 
@@ -21,6 +28,7 @@ class LMTrainer(MiniGPTTrainerMixin, Trainer):
     track_accuracy = False
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs.pop(NUM_TOKENS_KEY, None)  # evaluation batches still carry the collator's count
         loss, outputs = super().compute_loss(
             model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
         )

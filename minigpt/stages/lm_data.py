@@ -15,6 +15,8 @@ import torch
 from minigpt.errors import DataError
 
 IGNORE = -100
+NUM_TOKENS_KEY = "minigpt_num_tokens"
+"""Batch key with the number of real (non-padding) tokens, counted by the collator on the CPU."""
 
 
 @dataclass
@@ -148,19 +150,39 @@ def pack_stream(docs: Iterable[list[int]], max_length: int) -> list[dict[str, li
 
 
 def pack_examples(examples: list[dict[str, list[int]]], max_length: int) -> list[dict[str, list[int]]]:
-    """Greedy in-order packing of whole (already truncated) examples, keeping their labels."""
-    blocks = []
-    cur: dict[str, list[int]] = {"input_ids": [], "labels": [], "position_ids": []}
-    for ex in examples:
-        if cur["input_ids"] and len(cur["input_ids"]) + len(ex["input_ids"]) > max_length:
-            blocks.append(cur)
-            cur = {"input_ids": [], "labels": [], "position_ids": []}
-        cur["input_ids"].extend(ex["input_ids"])
-        cur["labels"].extend(ex["labels"])
-        cur["position_ids"].extend(range(len(ex["input_ids"])))
-    if cur["input_ids"]:
-        blocks.append(cur)
-    return blocks
+    """Best-fit-decreasing packing of whole (already truncated) examples, keeping their labels.
+
+    Longest first, each into the fullest block it still fits; blocks are then ordered by their first
+    example's original index so the data order stays close to the source. Greedy in-order packing filled
+    only ~75% of 512-token blocks on mixed-length conversations, and padding costs as much as real tokens.
+    """
+    order = sorted(range(len(examples)), key=lambda i: (-len(examples[i]["input_ids"]), i))
+    blocks: list[list[int]] = []
+    free: list[int] = []
+    for i in order:
+        size = len(examples[i]["input_ids"])
+        best = -1
+        for b, room in enumerate(free):
+            if size <= room and (best < 0 or room < free[best]):
+                best = b
+                if room == size:
+                    break
+        if best < 0:
+            blocks.append([i])
+            free.append(max_length - size)
+        else:
+            blocks[best].append(i)
+            free[best] -= size
+    packed = []
+    for members in sorted(blocks, key=min):
+        block: dict[str, list[int]] = {"input_ids": [], "labels": [], "position_ids": []}
+        for i in sorted(members):
+            ex = examples[i]
+            block["input_ids"].extend(ex["input_ids"])
+            block["labels"].extend(ex["labels"])
+            block["position_ids"].extend(range(len(ex["input_ids"])))
+        packed.append(block)
+    return packed
 
 
 def encode_texts(
@@ -212,7 +234,8 @@ class PadCollator:
             if packed:
                 last = f["position_ids"][-1] if n else -1
                 pos.append(list(f["position_ids"]) + list(range(last + 1, last + 1 + width - n)))
-        batch = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
+        batch: dict[str, Any] = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
+        batch[NUM_TOKENS_KEY] = sum(len(f["input_ids"]) for f in features)
         if packed:
             batch["position_ids"] = torch.tensor(pos)
         else:
