@@ -1,16 +1,27 @@
-"""The hooks every stage's trainer gets: token counting, metric naming, throughput/MFU/ETA, non-finite stop."""
+"""The hooks every stage's trainer gets: token counting, metric naming, throughput/MFU/ETA, the non-finite
+loss / gradient guard (stop, or skip up to ``train.max_bad_steps`` steps) and atomic checkpoint writes."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from minigpt.checkpoints import newest_checkpoint, publish_checkpoint, rotate_checkpoints, staging_dir
 from minigpt.errors import TrainingError
 from minigpt.metrics import mfu_percent, rename
 from minigpt.stages.base import RunState, Stage
+from minigpt.stages.lm_data import NUM_TOKENS_KEY
+
+# Written into every checkpoint next to transformers' trainer_state.json: what a resumed run must carry on.
+MINIGPT_STATE = "minigpt_state.json"
 
 
 class MiniGPTTrainerMixin:
@@ -18,12 +29,134 @@ class MiniGPTTrainerMixin:
 
     minigpt_state: RunState
     minigpt_stage: Stage
+    minigpt_skipped_steps: int = 0
+    """Optimizer steps skipped so far because their loss or gradient norm was not finite."""
+    _minigpt_loss_sum: torch.Tensor | None = None
+    _minigpt_staging: Path | None = None
+    _minigpt_token: str | None = None
+
+    # ------------------------------------------------------------ non-finite loss / gradient guard
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         tokens, samples = self.minigpt_stage.count_batch(inputs)
+        if isinstance(inputs, dict):  # RL trainers get a list of prompt rows here
+            inputs.pop(NUM_TOKENS_KEY, None)  # counted by the collator on the CPU; not a model input
         self.minigpt_state.throughput.add(tokens, samples)
         self.state.num_input_tokens_seen += tokens
-        return super().training_step(model, inputs, num_items_in_batch)
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # Summed on the device (NaN/inf propagate through a sum), read once per optimizer step in
+        # _get_grad_norm: no extra host sync per micro-batch.
+        step_loss = loss.detach().float().sum()
+        self._minigpt_loss_sum = (
+            step_loss if self._minigpt_loss_sum is None else self._minigpt_loss_sum + step_loss
+        )
+        return loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        """transformers calls this once per optimizer step, after clipping and right before
+        ``optimizer.step()`` and any checkpoint of that step: the one place a bad step can still be kept
+        out of the weights."""
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        loss_sum, self._minigpt_loss_sum = self._minigpt_loss_sum, None
+        device = self.accelerator.device
+        loss_t = loss_sum.to(device) if loss_sum is not None else torch.zeros((), device=device)
+        norm_t = torch.as_tensor(grad_norm if grad_norm is not None else 0.0, dtype=torch.float32).to(device)
+        values = torch.stack([loss_t.float(), norm_t.float()])
+        bad = (~torch.isfinite(values)).float()
+        if self.accelerator.num_processes > 1:  # every process must take the same decision
+            bad = self.accelerator.reduce(bad, reduction="sum")
+        (loss_value, norm_value), (loss_bad, norm_bad) = values.tolist(), bad.tolist()  # the one sync
+        if not (loss_bad or norm_bad):
+            return grad_norm
+        self._on_bad_step(
+            "train/loss" if loss_bad else "train/grad_norm", loss_value if loss_bad else norm_value
+        )
+        return None  # nothing was applied, so no gradient norm is logged for this step
+
+    def _on_bad_step(self, metric: str, value: float) -> None:
+        step = self.state.global_step + 1  # the step being taken (global_step counts finished ones)
+        limit = self.minigpt_stage.ctx.cfg.train.max_bad_steps
+        self.minigpt_skipped_steps += 1
+        shown = f"{value}" if not math.isfinite(value) else "not finite on another process"
+        if self.minigpt_skipped_steps > limit:
+            newest = newest_checkpoint(Path(self.args.output_dir))
+            kept = f"the newest checkpoint ({newest}) is intact" if newest else "no checkpoint had been saved"
+            raise TrainingError(
+                f"{metric} is {shown} at step {step}: training stopped ({self.minigpt_skipped_steps} "
+                f"non-finite step(s), train.max_bad_steps is {limit}); {kept}. Lower train.lr, check the "
+                "data, or raise train.max_bad_steps to skip such steps, then resume."
+            )
+        # Dropping the gradients (None, not zeros) makes the optimizer leave every weight and moment as it
+        # is: AdamW skips parameters without a gradient, so weight decay and momentum do not move either.
+        # The batch is consumed and the learning-rate schedule advances, as for any other step.
+        self.optimizer.zero_grad(set_to_none=True)
+        self.minigpt_state.log.note(
+            f"step {step}: {metric} is {shown}; optimizer step skipped "
+            f"({self.minigpt_skipped_steps} of train.max_bad_steps {limit})"
+        )
+
+    # ------------------------------------------------------------ atomic checkpoints
+
+    def _get_output_dir(self, trial):
+        # While a checkpoint is being written, transformers (and TRL's overrides) put "checkpoint-N" under
+        # the staging folder instead of the real checkpoints folder; see _save_checkpoint.
+        if self._minigpt_staging is not None:
+            return str(self._minigpt_staging)
+        return super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Write ``checkpoints/checkpoint-N.tmp-<id>/checkpoint-N`` with transformers' own code, then publish it
+        as ``checkpoints/checkpoint-N`` with one rename and only then delete old checkpoints: a kill at any
+        moment leaves the previous complete checkpoint loadable, and a half-written one under a name that
+        resume never picks. Rotation (``save_total_limit``) runs on complete checkpoints by step number;
+        transformers' own rotation only ever sees the staging folder, which holds one checkpoint."""
+        ckpt_dir = Path(self._get_output_dir(trial))
+        step = self.state.global_step
+        staging = staging_dir(ckpt_dir, step, self._minigpt_run_token())
+        final = ckpt_dir / f"checkpoint-{step}"
+        if self.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)  # a leftover of a killed run that had our id
+            staging.mkdir(parents=True)
+        self._minigpt_barrier()
+        self._minigpt_staging = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._minigpt_staging = None
+        self._minigpt_barrier()  # every process has written its part (e.g. its RNG state)
+        if self.args.should_save:
+            staged = staging / final.name
+            (staged / MINIGPT_STATE).write_text(
+                json.dumps({"skipped_steps": self.minigpt_skipped_steps}), encoding="utf-8"
+            )
+            publish_checkpoint(staged, final)
+            shutil.rmtree(staging, ignore_errors=True)
+            best = self.state.best_model_checkpoint
+            rotate_checkpoints(ckpt_dir, self.args.save_total_limit, protect=[Path(best)] if best else [])
+        self._minigpt_barrier()
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        path = Path(checkpoint) / MINIGPT_STATE
+        if path.exists():  # the bad-step budget is per run, not per process lifetime
+            self.minigpt_skipped_steps = int(json.loads(path.read_text()).get("skipped_steps", 0))
+
+    def _minigpt_run_token(self) -> str:
+        """The staging folder's id: the main process's pid, the same on every process (all write into it)."""
+        if self._minigpt_token is None:
+            token = [os.getpid()]
+            if self.accelerator.num_processes > 1:
+                from accelerate.utils import broadcast_object_list
+
+                broadcast_object_list(token, from_process=0)
+            self._minigpt_token = str(token[0])
+        return self._minigpt_token
+
+    def _minigpt_barrier(self) -> None:
+        if self.accelerator.num_processes > 1:
+            self.accelerator.wait_for_everyone()
 
 
 def attach(trainer: Trainer, stage: Stage, state: RunState) -> Trainer:
@@ -55,6 +188,8 @@ class MetricsCallback(TrainerCallback):
             return
         metrics = rename(logs, self.state.renames)
         metrics.pop("train/epoch", None)
+        # A backstop: MiniGPTTrainerMixin already stops (or skips) a bad step before the optimizer applies
+        # it; this catches a trainer whose loop bypasses that hook.
         for key in ("train/loss", "train/grad_norm"):
             value = metrics.get(key)
             if isinstance(value, float) and not math.isfinite(value):
@@ -62,6 +197,13 @@ class MetricsCallback(TrainerCallback):
                     f"{key} is {value} at step {state.global_step}: training stopped. The newest checkpoint "
                     "before this step is intact; lower train.lr, check the data, or resume from it."
                 )
+        trainer = self.trainer_ref[0] if self.trainer_ref else None
+        if (
+            "train/loss" in metrics
+            and trainer is not None
+            and trainer.minigpt_stage.ctx.cfg.train.max_bad_steps
+        ):
+            metrics["train/skipped_steps"] = getattr(trainer, "minigpt_skipped_steps", 0)
         if "train/loss" in metrics:
             window = self.state.throughput.window(state.global_step, state.max_steps)
             for key in ("train/tokens_per_second", "train/samples_per_second"):
