@@ -100,6 +100,7 @@ def _optional_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # no calls home unless the user wants them
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -14,7 +14,9 @@ class ConfigError(MiniGPTError):
 class DataError(MiniGPTError):
     """A data source is unreadable or a row is malformed. Names file, line (or row) and field."""
 
-    def __init__(self, message: str, *, file: str | None = None, line: int | None = None, field: str | None = None):
+    def __init__(
+        self, message: str, *, file: str | None = None, line: int | None = None, field: str | None = None
+    ):
         self.file, self.line, self.field = file, line, field
         where = ""
         if file is not None:

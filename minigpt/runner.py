@@ -78,7 +78,10 @@ def training_arguments(
         "optim": optim,
         "logging_strategy": "steps",
         "logging_steps": t.log_interval,
-        "logging_nan_inf_filter": False,  # a NaN must surface, not be averaged away
+        # Non-finite steps are caught before the optimizer by MiniGPTTrainerMixin (stop, or skip up to
+        # train.max_bad_steps). With skipping allowed, a skipped step's NaN loss must not poison the logged
+        # average, so transformers' filter replaces it; otherwise a NaN must surface, not be averaged away.
+        "logging_nan_inf_filter": t.max_bad_steps > 0,
         "eval_strategy": "steps" if eval_every else "no",
         "eval_steps": eval_every or None,
         "save_strategy": "steps" if t.save_interval else "no",
@@ -177,6 +180,7 @@ def run_stage(
             peak_flops=peak,
             n_devices=world,
             renames=dict(stage_cls.metric_renames),
+            eval_loss_is_token_nll=stage_cls.eval_loss_is_token_nll,
         )
         log.note(
             f"model {cfg.model.init}: {counts['total']:,} parameters ({counts['active']:,} active, "
@@ -227,7 +231,10 @@ def run_stage(
                 final_metrics.update(metrics_cb.last_eval)
             train_seconds = time.time() - started
             if is_main:
-                export_final(stage.export_model(trainer), tokenizer, output_dir)
+                exported = stage.export_model(trainer)
+                # transformers' Trainer turns the KV cache off for training; the saved model is for inference.
+                exported.config.use_cache = True
+                export_final(exported, tokenizer, output_dir)
             task_eval = stage.final_evaluation(output_dir) if is_main else {}
         finally:
             log.close()

@@ -1,3 +1,3 @@
 """Training stages. Importing this package registers every built-in stage in ``minigpt.registry.STAGES``."""
 
-from minigpt.stages import midtrain, pretrain, sft  # noqa: F401
+from minigpt.stages import dpo, grpo, midtrain, pretrain, reward, rloo, sft  # noqa: F401

@@ -29,6 +29,9 @@ class RunState:
     peak_flops: float | None = None
     n_devices: int = 1
     renames: dict[str, str] = field(default_factory=dict)
+    eval_loss_is_token_nll: bool = True
+    """Whether ``eval/loss`` is a mean token negative log-likelihood, so ``eval/ppl`` = exp(loss) means
+    something (not for a reward model's pairwise loss)."""
     _sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     _counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -74,6 +77,7 @@ class Stage(ABC):
     Params: ClassVar[type[Strict]] = NoParams
     metric_renames: ClassVar[dict[str, str]] = {}
     default_packing: ClassVar[bool] = False
+    eval_loss_is_token_nll: ClassVar[bool] = True
 
     def __init__(self, ctx: StageContext):
         self.ctx = ctx

@@ -218,7 +218,7 @@ class MetricsCallback(TrainerCallback):
                     self.state.peak_flops,
                     self.state.n_devices,
                 )
-        if "eval/loss" in metrics:
+        if "eval/loss" in metrics and self.state.eval_loss_is_token_nll:
             metrics["eval/ppl"] = math.exp(min(metrics["eval/loss"], 50.0))
         if any(key.startswith("eval/") for key in metrics):
             metrics.update(self.state.pop_means("eval/"))
