@@ -40,7 +40,7 @@ class ModelPlayer:
         temperature: float = 1.0,
         seed: int = 0,
         batch_size: int = 256,
-        max_new_tokens: int = 24,
+        max_new_tokens: int = 64,
     ):
         self.model, self.tokenizer = model, tokenizer
         self.sampling, self.temperature, self.seed = sampling, temperature, seed
@@ -119,7 +119,7 @@ def load_player(
     temperature: float = 1.0,
     seed: int = 0,
     batch_size: int = 256,
-    max_new_tokens: int = 24,
+    max_new_tokens: int = 64,
     device: str | None = None,
 ) -> ModelPlayer:
     """Load a saved model + tokenizer folder (plain transformers, no remote code) as a :class:`ModelPlayer`."""
