@@ -220,6 +220,8 @@ def run_stage(
                 _trim_metrics(output_dir / "metrics.jsonl", step)
             log.note(f"resuming from {checkpoint}")
         elif cfg.resume:
+            if is_main:  # nothing to resume from: the earlier attempt's log records would repeat steps
+                _trim_metrics(output_dir / "metrics.jsonl", 0)
             log.note("resume requested but no complete checkpoint found: starting from the beginning")
         started = time.time()
         try:

@@ -44,3 +44,29 @@ def test_hf_recipe_post_trains_a_local_hf_model_folder(tmp_path, tiny_tokenizer_
     for stage in ("sft", "dpo", "grpo"):
         assert (run / stage / "stage.json").exists() and (run / stage / "task_eval.json").exists()
     assert (run / "sft" / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_minimind_zero_runs_offline_on_the_shipped_samples(tmp_path, monkeypatch):
+    """The general-LLM recipe end to end, shrunk to a few steps of a small model (the shipped data samples)."""
+    monkeypatch.setenv("MINIGPT_OFFLINE", "1")
+    small = "{hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4, " \
+            "num_key_value_heads: 2, head_dim: 16}"
+    run = tmp_path / "run"
+    sets = [f"output_dir={run}", f"defaults.model.overrides={small}", "defaults.train.save_interval=0",
+            "stages.0.config.vocab_size=600",
+            "stages.1.config.train.max_steps=3", "stages.1.config.data.max_length=128",
+            "stages.2.config.train.max_steps=2", "stages.2.config.data.max_length=256",
+            "stages.2.config.train.eval_interval=0",
+            "stages.3.config.train.max_steps=2", "stages.3.config.data.max_length=256",
+            "stages.3.config.train.eval_interval=0", "stages.3.config.train.batch_size=2",
+            "stages.4.config.train.max_steps=1", "stages.4.config.algo.max_completion_length=8",
+            "stages.4.config.algo.num_generations=2", "stages.4.config.train.batch_size=4",
+            "stages.4.config.train.eval_interval=0"]
+    result = run_recipe("recipes/minimind-zero.yaml", overrides=sets, console=False)
+    assert [a for _, a, _ in result["plan"]] == ["run"] * 5
+    for stage in ("pretrain", "sft", "dpo", "grpo"):
+        summary = (run / stage / "stage.json").read_text()
+        assert '"status": "done"' in summary
+    metrics = (run / "grpo" / "metrics.jsonl").read_text()
+    assert "train/reward" in metrics
