@@ -12,12 +12,10 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from support import SMALL
 
 from minigpt.errors import ConfigError
 from minigpt.pipeline import run_recipe
-
-SMALL = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
-         "num_key_value_heads": 2, "head_dim": 16}
 
 
 def _recipe(tmp_path: Path, lm_data, run_dir: Path, sft_steps: int = 12, name: str = "recipe.yaml") -> Path:
@@ -25,16 +23,37 @@ def _recipe(tmp_path: Path, lm_data, run_dir: Path, sft_steps: int = 12, name: s
         "name": "t",
         "output_dir": str(run_dir),
         "seed": 3,
-        "defaults": {"model": {"overrides": SMALL}, "train": {"batch_size": 16, "lr": 3e-3, "log_interval": 2}},
+        "defaults": {
+            "model": {"overrides": SMALL},
+            "train": {"batch_size": 16, "lr": 3e-3, "log_interval": 2},
+        },
         "stages": [
-            {"name": "tokenizer", "kind": "tokenizer",
-             "config": {"files": [str(lm_data["text"]), str(lm_data["conv"])], "vocab_size": 400,
-                        "min_frequency": 1}},
-            {"name": "pretrain", "config": {"stage": "pretrain", "model": {"init": "tiny"},
-                                            "data": {"train": [str(lm_data["text"])], "max_length": 64},
-                                            "train": {"max_steps": 6}}},
-            {"name": "sft", "config": {"stage": "sft", "data": {"train": [str(lm_data["conv"])], "max_length": 64},
-                                       "train": {"max_steps": sft_steps, "save_interval": 2}}},
+            {
+                "name": "tokenizer",
+                "kind": "tokenizer",
+                "config": {
+                    "files": [str(lm_data["text"]), str(lm_data["conv"])],
+                    "vocab_size": 400,
+                    "min_frequency": 1,
+                },
+            },
+            {
+                "name": "pretrain",
+                "config": {
+                    "stage": "pretrain",
+                    "model": {"init": "tiny"},
+                    "data": {"train": [str(lm_data["text"])], "max_length": 64},
+                    "train": {"max_steps": 6},
+                },
+            },
+            {
+                "name": "sft",
+                "config": {
+                    "stage": "sft",
+                    "data": {"train": [str(lm_data["conv"])], "max_length": 64},
+                    "train": {"max_steps": sft_steps, "save_interval": 2},
+                },
+            },
         ],
     }
     path = tmp_path / name
@@ -70,8 +89,12 @@ def test_sigkill_during_a_stage_then_rerun_resumes(tmp_path, lm_data):
     run_recipe(_recipe(tmp_path, lm_data, reference_dir, sft_steps=40, name="a.yaml"), console=False)
     recipe = _recipe(tmp_path, lm_data, killed_dir, sft_steps=40, name="b.yaml")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "minigpt", "run", str(recipe)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "minigpt", "run", str(recipe)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     marker = killed_dir / "sft" / "checkpoints" / "checkpoint-4" / "trainer_state.json"
     deadline = time.time() + 300
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
@@ -81,8 +104,11 @@ def test_sigkill_during_a_stage_then_rerun_resumes(tmp_path, lm_data):
     assert marker.exists(), "the run ended before it could be killed"
     assert not (killed_dir / "sft" / "stage.json").exists(), "killed too late: the stage had finished"
     result = run_recipe(recipe, console=False)
-    assert [(n, a) for n, a, _ in result["plan"]] == [("tokenizer", "skip"), ("pretrain", "skip"),
-                                                     ("sft", "resume")]
+    assert [(n, a) for n, a, _ in result["plan"]] == [
+        ("tokenizer", "skip"),
+        ("pretrain", "skip"),
+        ("sft", "resume"),
+    ]
     log = next((killed_dir / "sft").glob("sft_training_logs_*.txt")).read_text()
     assert "resuming from" in log
     a = load_file(reference_dir / "sft" / "model.safetensors")

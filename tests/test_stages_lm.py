@@ -6,22 +6,14 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from support import SMALL, InterruptAt
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from minigpt.errors import TrainingError
 from minigpt.metrics import read_metrics
 from minigpt.runner import run_stage
 from minigpt.stages.config import StageConfig, validate_algo
 from minigpt.stages.lm_data import IGNORE, PadCollator, conversation_ids, pack_stream
-
-SMALL = {
-    "num_hidden_layers": 2,
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "head_dim": 16,
-}
 
 
 def _cfg(tmp_path, tok_dir, stage, train, name, **train_kw):
@@ -148,22 +140,13 @@ def test_sft_eval_loss_falls_and_metrics_are_complete(tmp_path, tiny_tokenizer_d
     assert all(r["train/tokens_per_second"] > 0 for r in records if "train/loss" in r)
 
 
-class _Interrupt(TrainerCallback):
-    def __init__(self, at_step):
-        self.at_step = at_step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at_step:
-            raise KeyboardInterrupt
-
-
 def test_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer_dir, lm_data):
     common = {"max_steps": 12, "save_interval": 4, "eval_interval": 0, "log_interval": 2}
     full = _cfg(tmp_path, tiny_tokenizer_dir, "sft", lm_data["conv"], "full", **common)
     _run(full)
     part = _cfg(tmp_path, tiny_tokenizer_dir, "sft", lm_data["conv"], "part", **common)
     with pytest.raises(KeyboardInterrupt):
-        _run(part, callbacks=[_Interrupt(6)])
+        _run(part, callbacks=[InterruptAt(6)])
     assert not (tmp_path / "part" / "stage.json").exists()
     with pytest.raises(TrainingError, match="--resume"):
         _run(part)  # an existing run is never silently restarted
@@ -192,13 +175,20 @@ def test_locked_output_dir_is_refused(tmp_path, tiny_tokenizer_dir, lm_data):
 
 def test_sft_trains_from_a_shipped_mixture_config(tmp_path, tiny_tokenizer_dir, monkeypatch):
     monkeypatch.setenv("MINIGPT_OFFLINE", "1")
-    cfg = StageConfig.model_validate({
-        "stage": "sft", "output_dir": str(tmp_path / "mix"),
-        "model": {"init": "tiny", "tokenizer": str(tiny_tokenizer_dir), "overrides": SMALL},
-        "data": {"data_config": "config/data/posttrain/sft/general.yaml", "max_length": 128,
-                 "prepared_dir": str(tmp_path / "prepared"), "use_prepared": True},
-        "train": {"max_steps": 4, "batch_size": 8, "log_interval": 2},
-    })
+    cfg = StageConfig.model_validate(
+        {
+            "stage": "sft",
+            "output_dir": str(tmp_path / "mix"),
+            "model": {"init": "tiny", "tokenizer": str(tiny_tokenizer_dir), "overrides": SMALL},
+            "data": {
+                "data_config": "config/data/posttrain/sft/general.yaml",
+                "max_length": 128,
+                "prepared_dir": str(tmp_path / "prepared"),
+                "use_prepared": True,
+            },
+            "train": {"max_steps": 4, "batch_size": 8, "log_interval": 2},
+        }
+    )
     summary = _run(cfg)
     assert summary["train_rows"] > 20 and summary["val_rows"] >= 1
     prepared = sorted(p.name for p in (tmp_path / "prepared").iterdir())
@@ -213,11 +203,15 @@ def test_best_fit_packing_fills_blocks_and_keeps_every_example():
     from minigpt.stages.lm_data import pack_examples
 
     rng = random.Random(0)
-    examples = [{"input_ids": [i] * n, "labels": [i] * n} for i, n in enumerate(rng.randint(20, 300)
-                                                                                 for _ in range(400))]
+    examples = [
+        {"input_ids": [i] * n, "labels": [i] * n}
+        for i, n in enumerate(rng.randint(20, 300) for _ in range(400))
+    ]
     blocks = pack_examples(examples, 512)
     total = sum(len(e["input_ids"]) for e in examples)
-    assert sorted(t for b in blocks for t in b["input_ids"]) == sorted(t for e in examples for t in e["input_ids"])
+    assert sorted(t for b in blocks for t in b["input_ids"]) == sorted(
+        t for e in examples for t in e["input_ids"]
+    )
     assert all(len(b["input_ids"]) <= 512 for b in blocks)
     fill = total / (512 * len(blocks))
     assert fill > 0.95, fill  # greedy in-order packing reached ~0.75 on such lengths
@@ -233,17 +227,23 @@ def test_collator_counts_real_tokens_for_packed_sft():
     from minigpt.stages.lm_data import NUM_TOKENS_KEY
     from minigpt.stages.sft import SFTStage
 
-    rows = [{"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7], "position_ids": [0, 1, 2]},
-            {"input_ids": [8, 9], "labels": [IGNORE, 9], "position_ids": [0, 1]}]
+    rows = [
+        {"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7], "position_ids": [0, 1, 2]},
+        {"input_ids": [8, 9], "labels": [IGNORE, 9], "position_ids": [0, 1]},
+    ]
     batch = PadCollator(pad_token_id=0)(rows)
     assert batch[NUM_TOKENS_KEY] == 5  # prompt tokens count too; padding does not
     assert SFTStage.count_batch(None, batch) == (5, 2)
 
 
 def test_midtrain_continues_from_a_checkpoint_on_chat_rendered_rows(tmp_path, tiny_tokenizer_dir, lm_data):
-    pre = _cfg(tmp_path, tiny_tokenizer_dir, "pretrain", lm_data["text"], "pre", max_steps=10, eval_interval=0)
+    pre = _cfg(
+        tmp_path, tiny_tokenizer_dir, "pretrain", lm_data["text"], "pre", max_steps=10, eval_interval=0
+    )
     _run(pre)
-    mid = _cfg(tmp_path, tiny_tokenizer_dir, "midtrain", lm_data["conv"], "mid", max_steps=30, eval_interval=10)
+    mid = _cfg(
+        tmp_path, tiny_tokenizer_dir, "midtrain", lm_data["conv"], "mid", max_steps=30, eval_interval=10
+    )
     mid.model.init = str(tmp_path / "pre")
     mid.model.tokenizer = None
     _run(mid)
@@ -256,6 +256,8 @@ def test_midtrain_continues_from_a_checkpoint_on_chat_rendered_rows(tmp_path, ti
     from minigpt.stages.lm_data import encode_texts
 
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    blocks, stats = encode_texts([{"conversations": [{"role": "user", "content": "hi"}]}], tok, 64, packing=False)
+    blocks, stats = encode_texts(
+        [{"conversations": [{"role": "user", "content": "hi"}]}], tok, 64, packing=False
+    )
     assert tok.decode(blocks[0]["input_ids"]).startswith("<|im_start|>user\nhi<|im_end|>")
     assert IGNORE not in blocks[0]["labels"] and stats.rows == 1

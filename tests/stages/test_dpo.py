@@ -2,13 +2,13 @@
 metric of DESIGN.md §5 is logged, resume reproduces an uninterrupted run, precomputed reference log-probs
 match the live reference, and bad configs and rows fail early with a clear message."""
 
-import json
 import random
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
+from support import SMALL, InterruptAt, write_jsonl
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from minigpt.data.readers import read_jsonl
@@ -20,20 +20,7 @@ from minigpt.stages.config import StageConfig, validate_algo
 from minigpt.stages.dpo import DPOStage
 from minigpt.stages.preference_data import preference_rows
 
-SMALL = {
-    "num_hidden_layers": 2,
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "head_dim": 16,
-}
 WORDS = ["cat", "dog", "bird", "fish", "mat", "tree", "pond", "hill"]
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def copy_pairs(n: int, seed: int) -> list[dict]:
@@ -166,21 +153,12 @@ def _margins(model, tok, rows) -> torch.Tensor:
     return chosen - rejected
 
 
-class _Interrupt(TrainerCallback):
-    def __init__(self, at_step):
-        self.at_step = at_step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at_step:
-            raise KeyboardInterrupt
-
-
 def test_dpo_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer_dir, pairs):
     common = {"max_steps": 8, "save_interval": 4, "eval_interval": 0, "log_interval": 2}
     _run(_cfg(tmp_path, tiny_tokenizer_dir, pairs, "full", **common))
     part = _cfg(tmp_path, tiny_tokenizer_dir, pairs, "part", **common)
     with pytest.raises(KeyboardInterrupt):
-        _run(part, callbacks=[_Interrupt(6)])
+        _run(part, callbacks=[InterruptAt(6)])
     part.resume = True
     summary = _run(part)  # restarts from checkpoint-4; the reference is rebuilt from the same initial model
     assert summary["global_step"] == 8

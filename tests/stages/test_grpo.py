@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
+from support import SMALL, InterruptAt
 from transformers import AutoTokenizer, TrainerCallback
 
 from minigpt.errors import ConfigError
@@ -18,14 +19,6 @@ from minigpt.runner import run_stage
 from minigpt.stages.config import StageConfig, validate_algo
 from minigpt.stages.rl_common import RLTrainerMixin, reward_metric_renames
 
-SMALL = {
-    "num_hidden_layers": 2,
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "head_dim": 16,
-}
 DIGITS = "0123456789"
 SEEN: list[tuple[str, str, str, list[int]]] = []  # (tag, prompt text, completion text, ids) per call
 
@@ -223,15 +216,6 @@ def test_completions_keep_think_tokens(tiny_tokenizer_dir):
     assert out[3] == [[{"role": "assistant", "content": "<think>a</think> 7"}]]
 
 
-class _Interrupt(TrainerCallback):
-    def __init__(self, at_step):
-        self.at_step = at_step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at_step:
-            raise KeyboardInterrupt
-
-
 class _Steps(TrainerCallback):
     def __init__(self):
         self.steps: list[int] = []
@@ -252,7 +236,7 @@ def test_grpo_resumes_from_checkpoint(tmp_path, tiny_tokenizer_dir):
         log_interval=1,
     )
     with pytest.raises(KeyboardInterrupt):
-        run(cfg, callbacks=[_Interrupt(4)])
+        run(cfg, callbacks=[InterruptAt(4)])
     out = tmp_path / "resume"
     assert (out / "checkpoints" / "checkpoint-3").is_dir() and not (out / "stage.json").exists()
     cfg.resume = True

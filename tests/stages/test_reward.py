@@ -7,6 +7,7 @@ import random
 
 import pytest
 import torch
+from support import SMALL, write_jsonl
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from minigpt.metrics import read_metrics
@@ -14,20 +15,7 @@ from minigpt.runner import run_stage
 from minigpt.stages.config import StageConfig, validate_algo
 from minigpt.stages.reward import score, sequence_classifier
 
-SMALL = {
-    "num_hidden_layers": 2,
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "head_dim": 16,
-}
 WORDS = ["cat", "dog", "bird", "fish", "mat", "tree", "pond", "hill"]
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def copy_pairs(n: int, seed: int) -> list[dict]:

@@ -149,7 +149,7 @@ def test_optimal_self_positions_cover_what_a_perfect_player_meets():
         seen: list[str] = []
 
         class Recorder(MinimaxAgent):
-            def moves(self, boards):
+            def moves(self, boards, seen=seen):
                 seen.extend(boards)
                 return super().moves(boards)
 
