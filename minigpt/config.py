@@ -44,16 +44,21 @@ class _LineLoader(SafeLoader):
     """SafeLoader that remembers the line of every mapping key, by key path."""
 
 
-def _compose_lines(node: yaml.Node, path: tuple, out: dict[tuple, int]) -> None:
+def _compose_lines(node: yaml.Node, path: tuple, out: dict[tuple, int], seen: set[int] | None = None) -> None:
+    # An alias reuses its anchor's node: walk each node once, or nested aliases cost 9^depth visits.
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = key_node.value
             out[path + (key,)] = key_node.start_mark.line + 1
-            _compose_lines(value_node, path + (key,), out)
+            _compose_lines(value_node, path + (key,), out, seen)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             out[path + (i,)] = item.start_mark.line + 1
-            _compose_lines(item, path + (i,), out)
+            _compose_lines(item, path + (i,), out, seen)
 
 
 def read_yaml(path: str | os.PathLike) -> tuple[dict[str, Any], dict[tuple, int]]:
@@ -68,6 +73,8 @@ def read_yaml(path: str | os.PathLike) -> tuple[dict[str, Any], dict[tuple, int]
     try:
         node = yaml.compose(text, Loader=_LineLoader)
         data = yaml.load(text, Loader=SafeLoader)
+    except RecursionError:
+        raise _nesting_error(path) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -79,8 +86,15 @@ def read_yaml(path: str | os.PathLike) -> tuple[dict[str, Any], dict[tuple, int]
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
     lines: dict[tuple, int] = {}
     if node is not None:
-        _compose_lines(node, (), lines)
+        try:
+            _compose_lines(node, (), lines)
+        except RecursionError:
+            raise _nesting_error(path) from None
     return data, lines
+
+
+def _nesting_error(path: Path) -> ConfigError:
+    return ConfigError(f"{path}: the YAML is nested too deeply to be a config")
 
 
 # ---------------------------------------------------------------- overrides (--set a.b=c)

@@ -211,4 +211,19 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return parse_jsonl_tolerant(path.read_text(encoding="utf-8"))
+
+
+def parse_jsonl_tolerant(text: str) -> list[dict[str, Any]]:
+    """Records of a JSONL log; a torn LAST line (a crash or a full disk mid-write) is dropped, any other
+    malformed line is an error."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise
+    return records

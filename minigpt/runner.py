@@ -19,8 +19,9 @@ import torch
 from minigpt.checkpoints import DONE_FILE, OutputLock, export_final, newest_checkpoint, write_json_atomic
 from minigpt.config import dump_config
 from minigpt.errors import TrainingError
-from minigpt.metrics import RunLog, flops_per_token, peak_flops
+from minigpt.metrics import RunLog, flops_per_token, parse_jsonl_tolerant, peak_flops
 from minigpt.models.loading import build_model, load_tokenizer, parameter_counts, tokenizer_source
+from minigpt.models.tokenizer import check_chat_tokenizer
 from minigpt.registry import STAGES
 from minigpt.stages.base import RunState, StageContext
 from minigpt.stages.config import StageConfig
@@ -120,11 +121,9 @@ def _trim_metrics(path: Path, last_step: int) -> None:
     if not path.exists():
         return
     keep = [
-        line
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip() and json.loads(line).get("step", 0) <= last_step
+        r for r in parse_jsonl_tolerant(path.read_text(encoding="utf-8")) if r.get("step", 0) <= last_step
     ]
-    path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+    path.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
 
 
 def run_stage(
@@ -137,7 +136,6 @@ def run_stage(
 ) -> dict[str, Any]:
     """Run one stage to completion; returns its summary (also written to ``<output_dir>/stage.json``)."""
     from accelerate import PartialState
-    from transformers import set_seed
 
     stage_cls = STAGES.get(cfg.stage)
     output_dir = Path(cfg.output_dir)
@@ -145,117 +143,143 @@ def run_stage(
     with OutputLock(output_dir) if is_main else nullcontext():
         if is_main:
             _prepare_output_dir(output_dir, cfg.resume, overwrite)
-        set_seed(cfg.seed)
-        device = pick_device()
-        tok_src = tokenizer_source(cfg.model)
-        tokenizer = load_tokenizer(tok_src, cfg.model.revision, cfg.model.trust_remote_code)
-        train_rows, val_rows, sources = load_rows(cfg, tokenizer, output_dir)
-        set_seed(cfg.seed)  # the same initial weights whatever data loading consumed
-        model = build_model(
-            cfg.model,
-            tokenizer,
-            torch.device("cpu"),
-            dtype=torch.float32 if cfg.model.dtype == "auto" else None,
-        )
-        counts = parameter_counts(model)
-
-        log = RunLog(
-            output_dir,
-            cfg.stage,
-            cfg.train.report_to,
-            enabled=is_main,
-            console=console,
-            run_name=f"{output_dir.name}-{cfg.stage}",
-            config=cfg.model_dump(mode="json"),
-        )
-        if is_main:
-            dump_config(cfg, output_dir / "config.yaml")
-        world = PartialState().num_processes
-        n_layers = getattr(model.config, "num_hidden_layers", 0)
-        hidden = getattr(model.config, "hidden_size", 0)
-        peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
-        state = RunState(
-            log=log,
-            flops_per_token=flops_per_token(counts["active"], n_layers, hidden, cfg.data.max_length),
-            peak_flops=peak,
-            n_devices=world,
-            renames=dict(stage_cls.metric_renames),
-            eval_loss_is_token_nll=stage_cls.eval_loss_is_token_nll,
-        )
-        log.note(
-            f"model {cfg.model.init}: {counts['total']:,} parameters ({counts['active']:,} active, "
-            f"{counts['trainable']:,} trainable); device {device}; {world} process(es)"
-        )
-        log.note(f"data: {len(train_rows)} train rows from {sources[0]}; {len(val_rows)} validation rows")
-        ctx = StageContext(
-            cfg=cfg,
-            params=params,
-            output_dir=output_dir,
-            device=device,
-            tokenizer=tokenizer,
-            model=model,
-            train_rows=train_rows,
-            val_rows=val_rows,
-            data_sources=sources,
-            state=state,
-            is_main=is_main,
-        )
-        stage = stage_cls(ctx)
-        train_ds, eval_ds = stage.build_datasets()
-        eval_bs = cfg.train.eval_batch_size or cfg.train.batch_size
-        if eval_ds is not None and cfg.train.eval_batches and len(eval_ds) > cfg.train.eval_batches * eval_bs:
-            eval_ds = eval_ds.select(range(cfg.train.eval_batches * eval_bs))
-        args_kwargs = training_arguments(cfg, device, output_dir, eval_ds is not None)
-        trainer_ref: list = []
-        metrics_cb = MetricsCallback(state, trainer_ref)
-        trainer = stage.build_trainer(args_kwargs, train_ds, eval_ds, [metrics_cb, *callbacks])
-        attach(trainer, stage, state)
-        quiet_progress(trainer)
-        trainer_ref.append(trainer)
-
-        checkpoint = newest_checkpoint(output_dir / "checkpoints") if cfg.resume else None
-        if checkpoint is not None:
-            step = int(checkpoint.name.split("-")[-1])
-            if is_main:
-                _trim_metrics(output_dir / "metrics.jsonl", step)
-            log.note(f"resuming from {checkpoint}")
-        elif cfg.resume:
-            if is_main:  # nothing to resume from: the earlier attempt's log records would repeat steps
-                _trim_metrics(output_dir / "metrics.jsonl", 0)
-            log.note("resume requested but no complete checkpoint found: starting from the beginning")
-        started = time.time()
+        before = set(output_dir.iterdir()) if output_dir.is_dir() else set()
         try:
-            result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-            final_metrics = dict(result.metrics)
-            if eval_ds is not None:
-                if metrics_cb.last_eval_step != trainer.state.global_step:
-                    trainer.evaluate()
-                final_metrics.update(metrics_cb.last_eval)
-            train_seconds = time.time() - started
-            if is_main:
-                exported = stage.export_model(trainer)
-                # transformers' Trainer turns the KV cache off for training; the saved model is for inference.
-                exported.config.use_cache = True
-                export_final(exported, tokenizer, output_dir)
-            task_eval = stage.final_evaluation(output_dir) if is_main else {}
-        finally:
-            log.close()
-        summary = {
-            "status": "done",
-            "stage": cfg.stage,
-            "output_dir": str(output_dir),
-            "parameters": counts,
-            "global_step": trainer.state.global_step,
-            "num_tokens": int(trainer.state.num_input_tokens_seen),
-            "train_seconds": round(train_seconds, 2),
-            "final_metrics": {k: v for k, v in final_metrics.items() if isinstance(v, int | float)},
-            "task_eval": task_eval,
-            "train_rows": len(train_rows),
-            "val_rows": len(val_rows),
-        }
+            return _run_locked(cfg, params, stage_cls, output_dir, is_main, callbacks, console)
+        except BaseException as exc:
+            if is_main and not getattr(exc, "minigpt_training_started", False) and not cfg.resume:
+                _remove_new_entries(output_dir, before)  # refused before training: leave nothing behind
+            raise
+
+
+def _remove_new_entries(output_dir: Path, before: set[Path]) -> None:
+    for entry in set(output_dir.iterdir()) - before:
+        if entry.name != ".minigpt.lock":
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+
+
+def _run_locked(
+    cfg, params, stage_cls, output_dir: Path, is_main: bool, callbacks, console: bool
+) -> dict[str, Any]:
+    from accelerate import PartialState
+    from transformers import set_seed
+
+    set_seed(cfg.seed)
+    device = pick_device()
+    tok_src = tokenizer_source(cfg.model)
+    tokenizer = load_tokenizer(tok_src, cfg.model.revision, cfg.model.trust_remote_code)
+    if stage_cls.schema != "text":
+        check_chat_tokenizer(tokenizer, tok_src)
+    train_rows, val_rows, sources = load_rows(cfg, tokenizer, output_dir)
+    set_seed(cfg.seed)  # the same initial weights whatever data loading consumed
+    model = build_model(
+        cfg.model,
+        tokenizer,
+        torch.device("cpu"),
+        dtype=torch.float32 if cfg.model.dtype == "auto" else None,
+    )
+    counts = parameter_counts(model)
+
+    log = RunLog(
+        output_dir,
+        cfg.stage,
+        cfg.train.report_to,
+        enabled=is_main,
+        console=console,
+        run_name=f"{output_dir.name}-{cfg.stage}",
+        config=cfg.model_dump(mode="json"),
+    )
+    if is_main:
+        dump_config(cfg, output_dir / "config.yaml")
+    world = PartialState().num_processes
+    n_layers = getattr(model.config, "num_hidden_layers", 0)
+    hidden = getattr(model.config, "hidden_size", 0)
+    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    state = RunState(
+        log=log,
+        flops_per_token=flops_per_token(counts["active"], n_layers, hidden, cfg.data.max_length),
+        peak_flops=peak,
+        n_devices=world,
+        renames=dict(stage_cls.metric_renames),
+        eval_loss_is_token_nll=stage_cls.eval_loss_is_token_nll,
+    )
+    log.note(
+        f"model {cfg.model.init}: {counts['total']:,} parameters ({counts['active']:,} active, "
+        f"{counts['trainable']:,} trainable); device {device}; {world} process(es)"
+    )
+    log.note(f"data: {len(train_rows)} train rows from {sources[0]}; {len(val_rows)} validation rows")
+    ctx = StageContext(
+        cfg=cfg,
+        params=params,
+        output_dir=output_dir,
+        device=device,
+        tokenizer=tokenizer,
+        model=model,
+        train_rows=train_rows,
+        val_rows=val_rows,
+        data_sources=sources,
+        state=state,
+        is_main=is_main,
+    )
+    stage = stage_cls(ctx)
+    train_ds, eval_ds = stage.build_datasets()
+    eval_bs = cfg.train.eval_batch_size or cfg.train.batch_size
+    if eval_ds is not None and cfg.train.eval_batches and len(eval_ds) > cfg.train.eval_batches * eval_bs:
+        eval_ds = eval_ds.select(range(cfg.train.eval_batches * eval_bs))
+    args_kwargs = training_arguments(cfg, device, output_dir, eval_ds is not None)
+    trainer_ref: list = []
+    metrics_cb = MetricsCallback(state, trainer_ref)
+    trainer = stage.build_trainer(args_kwargs, train_ds, eval_ds, [metrics_cb, *callbacks])
+    attach(trainer, stage, state)
+    quiet_progress(trainer)
+    trainer_ref.append(trainer)
+
+    checkpoint = newest_checkpoint(output_dir / "checkpoints") if cfg.resume else None
+    if checkpoint is not None:
+        step = int(checkpoint.name.split("-")[-1])
         if is_main:
-            write_json_atomic(output_dir / DONE_FILE, summary)
-        return summary
+            _trim_metrics(output_dir / "metrics.jsonl", step)
+        log.note(f"resuming from {checkpoint}")
+    elif cfg.resume:
+        if is_main:  # nothing to resume from: the earlier attempt's log records would repeat steps
+            _trim_metrics(output_dir / "metrics.jsonl", 0)
+        log.note("resume requested but no complete checkpoint found: starting from the beginning")
+    started = time.time()
+    try:
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        final_metrics = dict(result.metrics)
+        if eval_ds is not None:
+            if metrics_cb.last_eval_step != trainer.state.global_step:
+                trainer.evaluate()
+            final_metrics.update(metrics_cb.last_eval)
+        train_seconds = time.time() - started
+        if is_main:
+            exported = stage.export_model(trainer)
+            # transformers' Trainer turns the KV cache off for training; the saved model is for inference.
+            exported.config.use_cache = True
+            export_final(exported, tokenizer, output_dir)
+        task_eval = stage.final_evaluation(output_dir) if is_main else {}
+    except BaseException as exc:
+        exc.minigpt_training_started = True  # its checkpoints and logs are kept for --resume
+        raise
+    finally:
+        log.close()
+    summary = {
+        "status": "done",
+        "stage": cfg.stage,
+        "output_dir": str(output_dir),
+        "parameters": counts,
+        "global_step": trainer.state.global_step,
+        "num_tokens": int(trainer.state.num_input_tokens_seen),
+        "train_seconds": round(train_seconds, 2),
+        "final_metrics": {k: v for k, v in final_metrics.items() if isinstance(v, int | float)},
+        "task_eval": task_eval,
+        "train_rows": len(train_rows),
+        "val_rows": len(val_rows),
+    }
+    if is_main:
+        write_json_atomic(output_dir / DONE_FILE, summary)
+    return summary
 
 
 def run_stage_file(

@@ -196,12 +196,10 @@ def test_load_checkpoint_and_cli_options(model, tokenizer, tmp_path):
 def test_through_the_cli(model, tokenizer, tmp_path, monkeypatch, capsys):
     import io
 
-    import minigpt.cli_commands
     from minigpt.cli import main
 
     model.save_pretrained(tmp_path / "ckpt")
     tokenizer.save_pretrained(tmp_path / "ckpt")
-    monkeypatch.setattr(minigpt.cli_commands, "COMMANDS", [*minigpt.cli_commands.COMMANDS, register_chat])
     monkeypatch.setattr("sys.stdin", io.StringIO("hello there\n/exit\n"))
     assert main(["chat", str(tmp_path / "ckpt"), "--greedy", "--max-new-tokens", "8", "--device", "cpu"]) == 0
     assert "assistant> " in capsys.readouterr().out

@@ -190,11 +190,8 @@ def test_not_a_run_folder_is_a_clear_error(tmp_path):
 
 
 def test_through_the_cli(run_dir, tmp_path, monkeypatch, capsys):
-    # The lead registers the command in minigpt.cli_commands.COMMANDS; stand in for that here.
-    import minigpt.cli_commands
     from minigpt.cli import main
 
-    monkeypatch.setattr(minigpt.cli_commands, "COMMANDS", [*minigpt.cli_commands.COMMANDS, register_report])
     assert main(["report", str(run_dir)]) == 0
     assert main(["report", str(tmp_path)]) == 2  # a clear one-line error, no traceback
     assert "no stages found" in capsys.readouterr().err

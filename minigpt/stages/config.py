@@ -49,6 +49,9 @@ class TrainConfig(Strict):
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
     max_grad_norm: float = Field(1.0, ge=0)
+    max_bad_steps: int = Field(0, ge=0)
+    """Optimizer steps whose loss or gradient norm is NaN/inf that may be skipped (gradients dropped, weights
+    untouched, counted as ``train/skipped_steps``) before the stage stops; 0: stop at the first one."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """auto: bf16 on a GPU that supports it, fp32 on CPU."""
     gradient_checkpointing: bool = False
@@ -100,6 +103,8 @@ def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         return str(candidate) if candidate.exists() else value
 
     data = dict(data)
+    if not isinstance(data.get("data") or {}, dict) or not isinstance(data.get("model") or {}, dict):
+        return data  # not a mapping: validation reports it with the file and line
     d = dict(data.get("data") or {})
     for key in ("train", "validation"):
         if isinstance(d.get(key), list):

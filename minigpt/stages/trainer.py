@@ -32,6 +32,8 @@ class MiniGPTTrainerMixin:
     minigpt_skipped_steps: int = 0
     """Optimizer steps skipped so far because their loss or gradient norm was not finite."""
     _minigpt_loss_sum: torch.Tensor | None = None
+    _minigpt_fault: torch.Tensor | None = None
+    _minigpt_step_t: torch.Tensor | None = None
     _minigpt_staging: Path | None = None
     _minigpt_token: str | None = None
 
@@ -54,46 +56,104 @@ class MiniGPTTrainerMixin:
 
     def _get_grad_norm(self, model, grad_norm=None):
         """transformers calls this once per optimizer step, after clipping and right before
-        ``optimizer.step()`` and any checkpoint of that step: the one place a bad step can still be kept
-        out of the weights."""
+        ``optimizer.step()`` and before any log, evaluation or checkpoint of that step.
+
+        With ``train.max_bad_steps: 0`` (the default) the finiteness check stays on the device: the first
+        bad step is recorded there and read at the next log, evaluation, checkpoint or the end of training
+        (points that synchronise anyway), so a healthy step costs no host sync; the weights a bad step
+        spoils are never saved. Skipping (``max_bad_steps > 0``) must decide before ``optimizer.step()``,
+        which costs one scalar read per optimizer step.
+        """
         grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
         loss_sum, self._minigpt_loss_sum = self._minigpt_loss_sum, None
         device = self.accelerator.device
         loss_t = loss_sum.to(device) if loss_sum is not None else torch.zeros((), device=device)
-        norm_t = torch.as_tensor(grad_norm if grad_norm is not None else 0.0, dtype=torch.float32).to(device)
+        norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP2: a DTensor
+        norm_t = torch.as_tensor(norm if norm is not None else 0.0).to(device)
         values = torch.stack([loss_t.float(), norm_t.float()])
+        if not self.minigpt_stage.ctx.cfg.train.max_bad_steps:
+            self._record_fault(values)
+            return grad_norm
         bad = (~torch.isfinite(values)).float()
         if self.accelerator.num_processes > 1:  # every process must take the same decision
             bad = self.accelerator.reduce(bad, reduction="sum")
         (loss_value, norm_value), (loss_bad, norm_bad) = values.tolist(), bad.tolist()  # the one sync
         if not (loss_bad or norm_bad):
             return grad_norm
-        self._on_bad_step(
-            "train/loss" if loss_bad else "train/grad_norm", loss_value if loss_bad else norm_value
-        )
+        metric, value = ("train/loss", loss_value) if loss_bad else ("train/grad_norm", norm_value)
+        self.minigpt_skipped_steps += 1
+        if self.minigpt_skipped_steps > self.minigpt_stage.ctx.cfg.train.max_bad_steps:
+            raise self._fault_error(metric, value, self.state.global_step + 1)
+        self._skip_step(metric, value)
         return None  # nothing was applied, so no gradient norm is logged for this step
 
-    def _on_bad_step(self, metric: str, value: float) -> None:
-        step = self.state.global_step + 1  # the step being taken (global_step counts finished ones)
+    def _record_fault(self, values: torch.Tensor) -> None:
+        """Keep (step, metric, value) of the first non-finite step on the device, without a host sync."""
+        if self._minigpt_fault is None:
+            # The only host-to-device copy: the step counter then advances on the device.
+            self._minigpt_step_t = torch.full((), float(self.state.global_step), device=values.device)
+            self._minigpt_fault = torch.full((3,), -1.0, device=values.device)
+        self._minigpt_step_t += 1  # the step being taken (global_step counts finished ones)
+        bad = ~torch.isfinite(values)
+        first = bad.any() & (self._minigpt_fault[0] < 0)
+        found = torch.stack(
+            [self._minigpt_step_t, torch.where(bad[0], 0.0, 1.0), torch.where(bad[0], values[0], values[1])]
+        )
+        self._minigpt_fault = torch.where(first, found, self._minigpt_fault)
+
+    def _raise_if_faulted(self) -> None:
+        """Read the recorded fault (one sync) and stop the stage if a step was non-finite."""
+        if self._minigpt_fault is None:
+            return
+        fault = self._minigpt_fault
+        if self.accelerator.num_processes > 1:  # all processes stop together, on the earliest fault
+            faults = self.accelerator.gather(fault[None]).tolist()
+            fault_list = min((f for f in faults if f[0] >= 0), default=faults[0])
+        else:
+            fault_list = fault.tolist()
+        step, metric, value = fault_list
+        if step >= 0:
+            self.minigpt_skipped_steps = 1
+            raise self._fault_error(("train/loss", "train/grad_norm")[int(metric)], value, int(step))
+
+    def _fault_error(self, metric: str, value: float, step: int) -> TrainingError:
         limit = self.minigpt_stage.ctx.cfg.train.max_bad_steps
-        self.minigpt_skipped_steps += 1
         shown = f"{value}" if not math.isfinite(value) else "not finite on another process"
-        if self.minigpt_skipped_steps > limit:
-            newest = newest_checkpoint(Path(self.args.output_dir))
-            kept = f"the newest checkpoint ({newest}) is intact" if newest else "no checkpoint had been saved"
-            raise TrainingError(
-                f"{metric} is {shown} at step {step}: training stopped ({self.minigpt_skipped_steps} "
-                f"non-finite step(s), train.max_bad_steps is {limit}); {kept}. Lower train.lr, check the "
-                "data, or raise train.max_bad_steps to skip such steps, then resume."
-            )
+        newest = newest_checkpoint(Path(self.args.output_dir))
+        kept = f"the newest checkpoint ({newest}) is intact" if newest else "no checkpoint had been saved"
+        return TrainingError(
+            f"{metric} is {shown} at step {step}: training stopped ({self.minigpt_skipped_steps} "
+            f"non-finite step(s), train.max_bad_steps is {limit}); {kept}. Lower train.lr, check the "
+            "data, or raise train.max_bad_steps to skip such steps, then resume."
+        )
+
+    def _skip_step(self, metric: str, value: float) -> None:
         # Dropping the gradients (None, not zeros) makes the optimizer leave every weight and moment as it
         # is: AdamW skips parameters without a gradient, so weight decay and momentum do not move either.
         # The batch is consumed and the learning-rate schedule advances, as for any other step.
         self.optimizer.zero_grad(set_to_none=True)
+        step, limit = self.state.global_step + 1, self.minigpt_stage.ctx.cfg.train.max_bad_steps
         self.minigpt_state.log.note(
-            f"step {step}: {metric} is {shown}; optimizer step skipped "
+            f"step {step}: {metric} is {value}; optimizer step skipped "
             f"({self.minigpt_skipped_steps} of train.max_bad_steps {limit})"
         )
+
+    def _maybe_log_save_evaluate(self, *args, **kwargs):
+        # Before anything reads, logs or saves the weights of this step: stop if a step was non-finite.
+        control = self.control
+        if (
+            control.should_log
+            or control.should_save
+            or control.should_evaluate
+            or control.should_training_stop
+        ):
+            self._raise_if_faulted()
+        return super()._maybe_log_save_evaluate(*args, **kwargs)
+
+    def train(self, *args, **kwargs):
+        result = super().train(*args, **kwargs)
+        self._raise_if_faulted()  # whatever ended the loop, spoiled weights are never exported
+        return result
 
     # ------------------------------------------------------------ atomic checkpoints
 
@@ -110,6 +170,7 @@ class MiniGPTTrainerMixin:
         moment leaves the previous complete checkpoint loadable, and a half-written one under a name that
         resume never picks. Rotation (``save_total_limit``) runs on complete checkpoints by step number;
         transformers' own rotation only ever sees the staging folder, which holds one checkpoint."""
+        self._raise_if_faulted()  # never save weights a non-finite step has touched
         ckpt_dir = Path(self._get_output_dir(trial))
         step = self.state.global_step
         staging = staging_dir(ckpt_dir, step, self._minigpt_run_token())

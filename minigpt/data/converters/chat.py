@@ -28,7 +28,7 @@ def sharegpt_turns(row: dict[str, Any], field: str = "conversations") -> list[di
                 f"expected a {{from, value}} object, got {type(turn).__name__}",
             )
         speaker = turn.get("from")
-        if speaker not in SHAREGPT_ROLES:
+        if not isinstance(speaker, str) or speaker not in SHAREGPT_ROLES:
             raise fail("unknown role", f"{field}[{i}].from", f"{speaker!r} (use system, human, gpt)")
         turns.append({"role": SHAREGPT_ROLES[speaker], "content": turn.get("value")})
     return turns

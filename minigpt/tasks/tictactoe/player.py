@@ -126,12 +126,15 @@ def load_player(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from minigpt.models.loading import check_model_folder
+
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise ModelError(f"{path}: not a model folder (no config.json)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        check_model_folder(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path}: cannot load model or tokenizer: {exc}") from exc
     if not getattr(tokenizer, "chat_template", None):
