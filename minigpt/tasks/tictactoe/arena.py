@@ -9,6 +9,7 @@ epsilon-mixed) always return legal moves and own a seeded ``random.Random``.
 from __future__ import annotations
 
 import random
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -30,7 +31,7 @@ class Agent(Protocol):
     def moves(self, boards: Sequence[str]) -> list[int | ParseFailure]: ...
 
 
-class ScriptedAgent:
+class ScriptedAgent(ABC):
     """Base for agents that always answer legally; ``moves`` just maps ``move``."""
 
     name = "scripted"
@@ -38,8 +39,9 @@ class ScriptedAgent:
     def __init__(self, seed: int = 0):
         self.rng = random.Random(seed)
 
+    @abstractmethod
     def move(self, board: str) -> int:
-        raise NotImplementedError
+        """A legal cell for the side to move."""
 
     def moves(self, boards: Sequence[str]) -> list[int | ParseFailure]:
         return [self.move(b) for b in boards]
