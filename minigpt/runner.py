@@ -78,7 +78,8 @@ def training_arguments(
         "torch_compile": t.compile,
         "optim": optim,
         "logging_strategy": "steps",
-        "logging_steps": t.log_interval,
+        # a run shorter than the log interval still logs its last step (and appears in the report's plots)
+        "logging_steps": min(t.log_interval, t.max_steps) if t.max_steps > 0 else t.log_interval,
         # Non-finite steps are caught before the optimizer by MiniGPTTrainerMixin (stop, or skip up to
         # train.max_bad_steps). With skipping allowed, a skipped step's NaN loss must not poison the logged
         # average, so transformers' filter replaces it; otherwise a NaN must surface, not be averaged away.

@@ -261,3 +261,10 @@ def test_midtrain_continues_from_a_checkpoint_on_chat_rendered_rows(tmp_path, ti
     )
     assert tok.decode(blocks[0]["input_ids"]).startswith("<|im_start|>user\nhi<|im_end|>")
     assert IGNORE not in blocks[0]["labels"] and stats.rows == 1
+
+
+def test_a_run_shorter_than_the_log_interval_still_logs(tmp_path, tiny_tokenizer_dir, lm_data):
+    cfg = _cfg(tmp_path, tiny_tokenizer_dir, "pretrain", lm_data["text"], "short", max_steps=3, log_interval=50,
+               eval_interval=0)
+    _run(cfg)
+    assert _series(read_metrics(tmp_path / "short" / "metrics.jsonl"), "train/loss")
