@@ -10,20 +10,10 @@ import sys
 from collections.abc import Callable
 
 from minigpt import __version__
+from minigpt.cli_commands import add_overrides
 from minigpt.errors import MiniGPTError
 
 EXIT_USER_ERROR = 2
-
-
-def _add_overrides(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.SUB=VALUE",
-        help="override a config field (repeatable), e.g. --set train.lr=1e-3",
-    )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -67,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, help="stage config YAML")
     train.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
     train.add_argument("--overwrite", action="store_true", help="discard an earlier run in output_dir")
-    _add_overrides(train)
+    add_overrides(train)
     train.set_defaults(func=_cmd_train)
 
     tok = sub.add_parser("tokenizer", help="tokenizer tools")

@@ -6,14 +6,17 @@ import argparse
 from pathlib import Path
 
 
-def _add_overrides(parser: argparse.ArgumentParser) -> None:
+def add_overrides(
+    parser: argparse.ArgumentParser, what: str = "config", example: str = "train.lr=1e-3"
+) -> None:
+    """The ``--set key.sub=value`` option every config-driven command takes."""
     parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY.SUB=VALUE",
-        help="override a recipe field (repeatable)",
+        help=f"override a {what} field (repeatable), e.g. --set {example}",
     )
 
 
@@ -42,7 +45,7 @@ def register_run(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--from", dest="from_stage", metavar="STAGE", help="rerun from this stage on")
     run.add_argument("--only", metavar="STAGE", help="run only this stage")
     run.add_argument("--dry-run", action="store_true", help="print the plan and stop")
-    _add_overrides(run)
+    add_overrides(run, "recipe", "stages.2.config.train.max_steps=100")
     run.set_defaults(func=_cmd_run)
 
 
