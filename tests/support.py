@@ -1,6 +1,7 @@
 """Helpers shared by test modules (importable as ``support``: pytest's ``pythonpath`` includes tests/)."""
 
 import json
+import random
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -30,3 +31,25 @@ class InterruptAt(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.at_step:
             raise KeyboardInterrupt
+
+
+# A tiny preference task for the DPO and reward stages.
+WORDS = ["cat", "dog", "bird", "fish", "mat", "tree", "pond", "hill"]
+
+
+def copy_pairs(n: int, seed: int) -> list[dict]:
+    """Pairs: prompt "Say the W.", preferred "the W.", dispreferred "the O." (another word). A random-init model
+    learns these preferences in a few dozen steps. Held-out rows are a fresh sample (another seed)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        w, o = rng.sample(WORDS, 2)
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": f"Say the {w}."}],
+                "chosen": [{"role": "assistant", "content": f"the {w}."}],
+                "rejected": [{"role": "assistant", "content": f"the {o}."}],
+                "meta": {"source": "test", "id": str(len(rows))},
+            }
+        )
+    return rows

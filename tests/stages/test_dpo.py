@@ -2,12 +2,10 @@
 metric of DESIGN.md §5 is logged, resume reproduces an uninterrupted run, precomputed reference log-probs
 match the live reference, and bad configs and rows fail early with a clear message."""
 
-import random
-
 import pytest
 import torch
 from safetensors.torch import load_file
-from support import SMALL, InterruptAt, write_jsonl
+from support import SMALL, InterruptAt, copy_pairs, write_jsonl
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
@@ -19,26 +17,6 @@ from minigpt.runner import run_stage
 from minigpt.stages.config import StageConfig, validate_algo
 from minigpt.stages.dpo import DPOStage
 from minigpt.stages.preference_data import preference_rows
-
-WORDS = ["cat", "dog", "bird", "fish", "mat", "tree", "pond", "hill"]
-
-
-def copy_pairs(n: int, seed: int) -> list[dict]:
-    """Pairs: prompt "Say the W.", preferred "the W.", dispreferred "the O." (another word). A random-init model
-    learns these preferences in a few dozen steps. Held-out rows are a fresh sample (another seed)."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        w, o = rng.sample(WORDS, 2)
-        rows.append(
-            {
-                "prompt": [{"role": "user", "content": f"Say the {w}."}],
-                "chosen": [{"role": "assistant", "content": f"the {w}."}],
-                "rejected": [{"role": "assistant", "content": f"the {o}."}],
-                "meta": {"source": "test", "id": str(len(rows))},
-            }
-        )
-    return rows
 
 
 @pytest.fixture()

@@ -3,36 +3,16 @@ chance, the saved folder loads as a sequence classifier that ranks held-out pair
 classifier is built on the previous stage's backbone weights."""
 
 import json
-import random
 
 import pytest
 import torch
-from support import SMALL, write_jsonl
+from support import SMALL, copy_pairs, write_jsonl
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from minigpt.metrics import read_metrics
 from minigpt.runner import run_stage
 from minigpt.stages.config import StageConfig, validate_algo
 from minigpt.stages.reward import score, sequence_classifier
-
-WORDS = ["cat", "dog", "bird", "fish", "mat", "tree", "pond", "hill"]
-
-
-def copy_pairs(n: int, seed: int) -> list[dict]:
-    """Pairs: prompt "Say the W.", preferred "the W.", dispreferred "the O." (another word). A random-init model
-    learns these preferences in a few dozen steps. Held-out rows are a fresh sample (another seed)."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        w, o = rng.sample(WORDS, 2)
-        rows.append(
-            {
-                "prompt": [{"role": "user", "content": f"Say the {w}."}],
-                "chosen": [{"role": "assistant", "content": f"the {w}."}],
-                "rejected": [{"role": "assistant", "content": f"the {o}."}],
-            }
-        )
-    return rows
 
 
 @pytest.fixture()
