@@ -16,6 +16,22 @@ SMALL = {
     "head_dim": 16,
 }
 
+# DESIGN.md §5: what every training stage logs.
+EVERY_STAGE_METRICS = frozenset(
+    {
+        "train/loss",
+        "train/learning_rate",
+        "train/grad_norm",
+        "train/epoch",
+        "train/global_step",
+        "train/tokens_per_second",
+        "train/samples_per_second",
+        "train/steps_per_second",
+        "train/num_tokens",
+        "train/eta_minutes",
+    }
+)
+
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")

@@ -5,7 +5,7 @@ match the live reference, and bad configs and rows fail early with a clear messa
 import pytest
 import torch
 from safetensors.torch import load_file
-from support import SMALL, InterruptAt, copy_pairs, write_jsonl
+from support import EVERY_STAGE_METRICS, SMALL, InterruptAt, copy_pairs, write_jsonl
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
@@ -67,18 +67,6 @@ DPO_METRICS = {
     "eval/preference_loss",
     "eval/preference_accuracy",
 }
-EVERY_STAGE = {
-    "train/loss",
-    "train/learning_rate",
-    "train/grad_norm",
-    "train/epoch",
-    "train/global_step",
-    "train/tokens_per_second",
-    "train/samples_per_second",
-    "train/steps_per_second",
-    "train/num_tokens",
-    "train/eta_minutes",
-}
 
 
 def test_dpo_raises_heldout_preference_accuracy(tmp_path, tiny_tokenizer_dir, pairs):
@@ -94,7 +82,7 @@ def test_dpo_raises_heldout_preference_accuracy(tmp_path, tiny_tokenizer_dir, pa
     assert losses[-1] < losses[0] < 0.7  # below ln 2, the loss of a policy equal to its reference
     assert _series(records, "eval/preference_margin")[-1] > 0
     keys = set().union(*records)
-    assert keys >= DPO_METRICS | EVERY_STAGE, sorted(DPO_METRICS | EVERY_STAGE - keys)
+    assert keys >= DPO_METRICS | EVERY_STAGE_METRICS, sorted(DPO_METRICS | EVERY_STAGE_METRICS - keys)
     # eval_loss is a preference loss: logged under its own name, never turned into a perplexity
     assert not {"eval/loss", "eval/ppl", "train/mfu_percent"} & keys
     assert summary["final_metrics"]["eval/preference_accuracy"] == accuracy[-1]
