@@ -35,10 +35,17 @@ def checkpoint_step(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _has_optimizer(path: Path) -> bool:
+    """optimizer.pt (one process, DDP), optimizer.bin (FSDP, full state dict) or a DeepSpeed ZeRO folder."""
+    if (path / "optimizer.pt").exists() or (path / "optimizer.bin").exists():
+        return True
+    return any(child.is_dir() for child in path.glob("global_step*"))
+
+
 def is_complete(path: Path) -> bool:
     """A checkpoint with weights, optimizer and trainer state (the files transformers needs to resume)."""
     has_weights = (path / "model.safetensors").exists() or (path / "adapter_model.safetensors").exists()
-    return has_weights and (path / "trainer_state.json").exists() and (path / "optimizer.pt").exists()
+    return has_weights and (path / "trainer_state.json").exists() and _has_optimizer(path)
 
 
 def complete_checkpoints(ckpt_dir: Path) -> list[Path]:
@@ -240,13 +247,14 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
 
 
-def export_final(model, tokenizer, output_dir: Path) -> None:
+def export_final(model, tokenizer, output_dir: Path, state_dict: dict[str, Any] | None = None) -> None:
     """Write the final HF folder: saved to a temporary folder first, then moved into place file by file,
-    so a crash never leaves a folder that looks complete but is not (stage.json is written after)."""
+    so a crash never leaves a folder that looks complete but is not (stage.json is written after).
+    ``state_dict``: the full weights gathered from FSDP / ZeRO-3 shards (None: the model's own)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=output_dir))
     try:
-        model.save_pretrained(str(tmp), safe_serialization=True)
+        model.save_pretrained(str(tmp), safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(str(tmp))
         for item in tmp.iterdir():
             os.replace(item, output_dir / item.name)

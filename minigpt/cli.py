@@ -27,7 +27,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         cfg.resume = True
     summary = run_stage(cfg, params, overwrite=args.overwrite)
-    print(f"done: {summary['output_dir']} (step {summary['global_step']}, {summary['train_seconds']} s)")
+    from minigpt.distributed import is_main_process
+
+    if is_main_process():  # one line, not one per process
+        print(f"done: {summary['output_dir']} (step {summary['global_step']}, {summary['train_seconds']} s)")
     return 0
 
 

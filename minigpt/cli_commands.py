@@ -30,7 +30,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         overrides=args.overrides,
     )
-    if not args.dry_run:
+    from minigpt.distributed import is_main_process
+
+    if not args.dry_run and is_main_process():  # under accelerate launch / torchrun: one report
         run_dir = Path(result["run_dir"])
         from minigpt.report import build_report
 

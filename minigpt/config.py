@@ -184,6 +184,9 @@ KEY_ALIASES = {
     "lr_scheduler_type": "scheduler",
     "max_seq_length": "max_length",
     "model_name_or_path": "init",
+    "rank": "r",  # peft's LoraConfig names
+    "lora_alpha": "alpha",
+    "lora_dropout": "dropout",
 }
 
 

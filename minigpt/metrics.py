@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -91,13 +92,21 @@ class Throughput:
         self.tokens += tokens
         self.samples += samples
 
-    def window(self, step: int, max_steps: int) -> dict[str, float]:
+    def window(
+        self, step: int, max_steps: int, reduce: Callable[[list[float]], list[float]] | None = None
+    ) -> dict[str, float]:
+        """Rates since the previous call. Each process counts only its own batches: ``reduce`` (every
+        process calls it, e.g. ``minigpt.distributed.sum_over_processes``) sums the window's tokens and
+        samples over the processes, so the rates are the whole job's; steps are the same on every process."""
         now = time.perf_counter()
         elapsed = max(now - self._last_time, 1e-9)
         steps = step - (self._last_step if self._last_step is not None else 0)
+        tokens, samples = self.tokens - self._last_tokens, self.samples - self._last_samples
+        if reduce is not None:
+            tokens, samples = reduce([float(tokens), float(samples)])
         out = {
-            "train/tokens_per_second": (self.tokens - self._last_tokens) / elapsed,
-            "train/samples_per_second": (self.samples - self._last_samples) / elapsed,
+            "train/tokens_per_second": tokens / elapsed,
+            "train/samples_per_second": samples / elapsed,
             "train/steps_per_second": steps / elapsed,
         }
         if steps > 0 and max_steps > 0:

@@ -221,18 +221,29 @@ def run_recipe(
     console: bool = True,
     callbacks: list | None = None,
 ) -> dict[str, Any]:
+    from minigpt.distributed import barrier, broadcast_from_main, distributed_state
     from minigpt.runner import run_stage
 
+    # Launched on several processes (accelerate launch / torchrun), every process runs every training stage
+    # together; only the main one trains the tokenizer, writes the manifest and evaluates (docs/distributed.md).
+    is_main = distributed_state().is_main_process
     recipe, planned = load_recipe(path, overrides)
     run_dir = Path(recipe.output_dir or f"runs/{recipe.name}")
     manifest = read_manifest(run_dir)
     plan_actions(planned, manifest, from_stage, only)
+    # The main process's plan for all: another process reading the manifest a moment later (after the main
+    # one marked a stage running) would otherwise decide "resume" where the main one decided "run".
+    for p, (action, reason) in zip(
+        planned, broadcast_from_main([(p.action, p.reason) for p in planned]), strict=True
+    ):
+        p.action, p.reason = action, reason
     lines = [f"{p.entry.name:<12} {p.action:<7} {p.reason}" for p in planned]
-    if console:
+    if console and is_main:
         print(f"recipe {recipe.name} → {run_dir}\n" + "\n".join(lines), flush=True)
     if dry_run:
         return {"run_dir": str(run_dir), "plan": [(p.entry.name, p.action, p.reason) for p in planned]}
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     manifest.setdefault("stages", {})
     manifest["recipe"] = recipe.name
     for p in planned:
@@ -240,10 +251,13 @@ def run_recipe(
             continue
         record = {"key": p.key, "status": "running", "kind": p.entry.kind, "started": time.time()}
         manifest["stages"][p.entry.name] = record
-        write_json_atomic(_manifest_path(run_dir), manifest)
+        if is_main:
+            write_json_atomic(_manifest_path(run_dir), manifest)
         started = time.time()
         if p.entry.kind == "tokenizer":
-            train_from_config(p.config)
+            if is_main:
+                train_from_config(p.config)
+            barrier()  # the next stage loads this tokenizer on every process
             summary: dict[str, Any] = {"output_dir": str(p.output_dir)}
         else:
             cfg = p.config
@@ -251,11 +265,14 @@ def run_recipe(
             summary = run_stage(
                 cfg, p.params, overwrite=p.action != "resume", console=console, callbacks=callbacks or []
             )
-            if recipe.evaluation.task:
+            if recipe.evaluation.task and is_main:
                 summary["task_eval"] = evaluate_task(recipe.evaluation, p.output_dir)
+            barrier()  # the others wait while the main process evaluates
         record.update(status="done", seconds=round(time.time() - started, 2), finished=time.time())
+        if is_main:
+            write_json_atomic(_manifest_path(run_dir), manifest)
+    if is_main:
         write_json_atomic(_manifest_path(run_dir), manifest)
-    write_json_atomic(_manifest_path(run_dir), manifest)
     return {
         "run_dir": str(run_dir),
         "plan": [(p.entry.name, p.action, p.reason) for p in planned],

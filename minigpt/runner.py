@@ -18,7 +18,9 @@ import torch
 
 from minigpt.checkpoints import DONE_FILE, OutputLock, export_final, newest_checkpoint, write_json_atomic
 from minigpt.config import dump_config
+from minigpt.distributed import barrier, broadcast_from_main, export_state_dict, gather_full_state_dict
 from minigpt.errors import TrainingError
+from minigpt.lora import apply_lora
 from minigpt.metrics import RunLog, flops_per_token, parse_jsonl_tolerant, peak_flops
 from minigpt.models.loading import build_model, load_tokenizer, parameter_counts, tokenizer_source
 from minigpt.models.tokenizer import check_chat_tokenizer
@@ -136,11 +138,11 @@ def run_stage(
     console: bool = True,
 ) -> dict[str, Any]:
     """Run one stage to completion; returns its summary (also written to ``<output_dir>/stage.json``)."""
-    from accelerate import PartialState
+    from minigpt.distributed import distributed_state
 
     stage_cls = STAGES.get(cfg.stage)
     output_dir = Path(cfg.output_dir)
-    is_main = PartialState().is_main_process
+    is_main = distributed_state().is_main_process  # the first call decides CPU vs GPU (see its docstring)
     with OutputLock(output_dir) if is_main else nullcontext():
         if is_main:
             _prepare_output_dir(output_dir, cfg.resume, overwrite)
@@ -204,11 +206,6 @@ def _run_locked(
         renames=dict(stage_cls.metric_renames),
         eval_loss_is_token_nll=stage_cls.eval_loss_is_token_nll,
     )
-    log.note(
-        f"model {cfg.model.init}: {counts['total']:,} parameters ({counts['active']:,} active, "
-        f"{counts['trainable']:,} trainable); device {device}; {world} process(es)"
-    )
-    log.note(f"data: {len(train_rows)} train rows from {sources[0]}; {len(val_rows)} validation rows")
     ctx = StageContext(
         cfg=cfg,
         params=params,
@@ -223,6 +220,15 @@ def _run_locked(
         is_main=is_main,
     )
     stage = stage_cls(ctx)
+    ctx.model = stage.prepare_model(ctx.model)
+    if cfg.lora is not None:  # any stage: base weights frozen, a LoRA adapter trained (minigpt.lora)
+        ctx.model = apply_lora(ctx.model, cfg, device, log.note)
+        counts["trainable"] = parameter_counts(ctx.model)["trainable"]
+    log.note(
+        f"model {cfg.model.init}: {counts['total']:,} parameters ({counts['active']:,} active, "
+        f"{counts['trainable']:,} trainable); device {device}; {world} process(es)"
+    )
+    log.note(f"data: {len(train_rows)} train rows from {sources[0]}; {len(val_rows)} validation rows")
     train_ds, eval_ds = stage.build_datasets()
     eval_bs = cfg.train.eval_batch_size or cfg.train.batch_size
     if eval_ds is not None and cfg.train.eval_batches and len(eval_ds) > cfg.train.eval_batches * eval_bs:
@@ -236,6 +242,7 @@ def _run_locked(
     trainer_ref.append(trainer)
 
     checkpoint = newest_checkpoint(output_dir / "checkpoints") if cfg.resume else None
+    checkpoint = broadcast_from_main(checkpoint)  # every process resumes from the one the main process found
     if checkpoint is not None:
         step = int(checkpoint.name.split("-")[-1])
         if is_main:
@@ -254,11 +261,12 @@ def _run_locked(
                 trainer.evaluate()
             final_metrics.update(metrics_cb.last_eval)
         train_seconds = time.time() - started
+        gathered = gather_full_state_dict(trainer)  # FSDP / DeepSpeed shards: every process takes part
         if is_main:
             exported = stage.export_model(trainer)
             # transformers' Trainer turns the KV cache off for training; the saved model is for inference.
             exported.config.use_cache = True
-            export_final(exported, tokenizer, output_dir)
+            export_final(exported, tokenizer, output_dir, export_state_dict(trainer, exported, gathered))
         task_eval = stage.final_evaluation(output_dir) if is_main else {}
     except BaseException as exc:
         exc.minigpt_training_started = True  # its checkpoints and logs are kept for --resume
@@ -280,6 +288,7 @@ def _run_locked(
     }
     if is_main:
         write_json_atomic(output_dir / DONE_FILE, summary)
+    barrier()  # the next stage of a recipe reads this folder: no process may start it before it is written
     return summary
 
 

@@ -11,11 +11,27 @@ from minigpt.secrets import redact
 
 
 def test_rename_maps_trainer_keys_to_design_names():
-    out = rename({"loss": 1.0, "learning_rate": 0.1, "grad_norm": 2.0, "eval_loss": 3.0,
-                  "rewards/chosen": 0.5, "eval_rewards/accuracies": 0.7, "train_runtime": 9.0},
-                 extra={"eval_rewards/accuracies": "eval/preference_accuracy"})
-    assert out == {"train/loss": 1.0, "train/learning_rate": 0.1, "train/grad_norm": 2.0, "eval/loss": 3.0,
-                   "rewards/chosen": 0.5, "eval/preference_accuracy": 0.7, "summary/runtime_seconds": 9.0}
+    out = rename(
+        {
+            "loss": 1.0,
+            "learning_rate": 0.1,
+            "grad_norm": 2.0,
+            "eval_loss": 3.0,
+            "rewards/chosen": 0.5,
+            "eval_rewards/accuracies": 0.7,
+            "train_runtime": 9.0,
+        },
+        extra={"eval_rewards/accuracies": "eval/preference_accuracy"},
+    )
+    assert out == {
+        "train/loss": 1.0,
+        "train/learning_rate": 0.1,
+        "train/grad_norm": 2.0,
+        "eval/loss": 3.0,
+        "rewards/chosen": 0.5,
+        "eval/preference_accuracy": 0.7,
+        "summary/runtime_seconds": 9.0,
+    }
 
 
 def test_mfu_formula_and_peak_table():
@@ -46,8 +62,13 @@ def test_report_to_backend_gets_exact_names_and_custom_metrics(tmp_path, monkeyp
     fake.finish = lambda: calls.append(("finish",))
     monkeypatch.setitem(sys.modules, "wandb", fake)
     monkeypatch.setenv("WANDB_API_KEY", "wandb-secret-value-123")
-    log = RunLog(tmp_path, "sft", report_to=["wandb"], console=False,
-                 config={"wandb_api_key": "wandb-secret-value-123", "train": {"lr": 1e-3}})
+    log = RunLog(
+        tmp_path,
+        "sft",
+        report_to=["wandb"],
+        console=False,
+        config={"wandb_api_key": "wandb-secret-value-123", "train": {"lr": 1e-3}},
+    )
     log.log({"train/loss": 1.5, "train/mean_token_accuracy": 0.25, "note": "text"}, step=3)
     log.note("key is wandb-secret-value-123")
     log.close()
@@ -70,11 +91,24 @@ def test_unknown_backend_is_a_config_error(tmp_path):
 
 def test_redact_keeps_non_secret_token_fields():
     assert redact({"max_tokens": 5, "hf_token": "abc", "nested": {"api_key": "k"}}) == {
-        "max_tokens": 5, "hf_token": "***", "nested": {"api_key": "***"}}
+        "max_tokens": 5,
+        "hf_token": "***",
+        "nested": {"api_key": "***"},
+    }
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["run", "--help"], ["data", "--help"],
-                                  ["eval", "--help"], ["play", "--help"], ["tokenizer", "train", "--help"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["train", "--help"],
+        ["run", "--help"],
+        ["data", "--help"],
+        ["eval", "--help"],
+        ["play", "--help"],
+        ["tokenizer", "train", "--help"],
+    ],
+)
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
@@ -84,8 +118,10 @@ def test_every_command_has_help(argv, capsys):
 
 def test_user_error_exits_2_with_one_clear_line(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("stage: sft\noutput_dir: x\nmodel: {init: tiny, tokenizer: t}\ndata: {train: [a.jsonl]}\n"
-                   "train: {lerning_rate: 0.1}\n")
+    cfg.write_text(
+        "stage: sft\noutput_dir: x\nmodel: {init: tiny, tokenizer: t}\ndata: {train: [a.jsonl]}\n"
+        "train: {lerning_rate: 0.1}\n"
+    )
     assert main(["train", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "c.yaml:5" in err and "Traceback" not in err

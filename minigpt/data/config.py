@@ -128,6 +128,9 @@ with warnings.catch_warnings():
         filters: FilterSpec = Field(default_factory=FilterSpec)
         render: Literal["chat_template", "plain"] = "chat_template"
         on_error: Literal["raise", "skip"] = "raise"
+        num_proc: int | None = Field(default=None, ge=1)
+        """Processes that convert rows and count tokens (null: one per CPU core, at most 8). The prepared
+        files are the same for any value, so it is not part of the fingerprint."""
         sources: list[SourceConfig] = Field(min_length=1)
 
         @model_validator(mode="after")

@@ -8,14 +8,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from minigpt.data.config import MixtureConfig
+from minigpt.data.config import MixtureConfig, SourceConfig
+from minigpt.data.parallel import map_chunks, worker_count
 from minigpt.data.problems import EMPTY_TURN, Location, data_error, locate, reason_of
+from minigpt.data.readers import RawRow
 from minigpt.data.schema import Renderer, adapt, content_key
 from minigpt.data.sources import OpenedSource
 from minigpt.data.tokens import TokenCounter
 from minigpt.errors import ConfigError, DataError
 from minigpt.registry import CONVERTERS
 
+Outcome = tuple[str, Any]
+"""A raw row after conversion: ("row", row dict), ("bad", DataError) or ("skip", reason)."""
 CHUNK = 64  # rows per tokenizer call; small, so a streamed source reads little past its budget
 MAX_EXAMPLES = 5
 
@@ -78,47 +82,66 @@ class RowProcessor:
         else:
             stats.drop(f"error: {reason_of(err)}", err)
 
+    def _outcome(self, item: RawRow, src: SourceConfig, convert: Callable[..., Any] | None) -> Outcome:
+        """One raw row through its converter and the schema check: ("row", row), ("bad", error) or
+        ("skip", reason). Pure (no statistics touched), so it can run in a worker process."""
+        if item.error is not None:
+            return "bad", item.error
+        try:
+            out = item.data if convert is None else convert(dict(item.data), **src.converter_args)
+            if out is None:
+                return "skip", f"skipped by converter {src.converter}"
+            if not isinstance(out, dict):
+                raise data_error(
+                    f"converter {src.converter} returned {type(out).__name__}, not a dict row",
+                    reason="converter output",
+                )
+            row = adapt(out, self.config.schema, self.render)
+        except DataError as err:
+            return "bad", err
+        except ConfigError:
+            raise  # a setup problem (e.g. no chat template to render with), not this row's fault
+        except Exception as exc:  # a user's converter failing on a row is that row's problem
+            key = exc.args[0] if isinstance(exc, KeyError) and exc.args else None
+            err = data_error(
+                f"converter {src.converter} failed: {type(exc).__name__}: {exc}",
+                field=str(key) if key is not None else None,
+                reason="converter failed",
+            )
+            return "bad", err
+        # A generator's own meta is kept, but ``source`` is always the mixture's name for the source.
+        meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
+        row["meta"] = {**meta, "source": src.name, "id": meta.get("id", item.loc.id)}
+        return "row", row
+
+    def _record(self, item: RawRow, outcome: Outcome, stats: SourceStats) -> dict[str, Any] | None:
+        """Count one processed row in the statistics (raising on a bad row with on_error: raise)."""
+        stats.rows_read += 1
+        kind, value = outcome
+        if kind == "bad":
+            self._bad(value, item.loc, stats)
+        elif kind == "skip":
+            stats.drop(value)
+        else:
+            return value
+        return None
+
     def _convert(self, opened: OpenedSource, stats: SourceStats) -> Iterator[dict[str, Any]]:
         src = opened.config
         convert = _converter(src.converter)
         for item in opened.rows():
-            stats.rows_read += 1
-            if item.error is not None:
-                self._bad(item.error, item.loc, stats)
-                continue
-            try:
-                out = item.data if convert is None else convert(dict(item.data), **src.converter_args)
-                if out is None:
-                    stats.drop(f"skipped by converter {src.converter}")
-                    continue
-                if not isinstance(out, dict):
-                    raise data_error(
-                        f"converter {src.converter} returned {type(out).__name__}, not a dict row",
-                        reason="converter output",
-                    )
-                row = adapt(out, self.config.schema, self.render)
-            except DataError as err:
-                self._bad(err, item.loc, stats)
-                continue
-            except ConfigError:
-                raise  # a setup problem (e.g. no chat template to render with), not this row's fault
-            except Exception as exc:  # a user's converter failing on a row is that row's problem
-                key = exc.args[0] if isinstance(exc, KeyError) and exc.args else None
-                err = data_error(
-                    f"converter {src.converter} failed: {type(exc).__name__}: {exc}",
-                    field=str(key) if key is not None else None,
-                    reason="converter failed",
-                )
-                self._bad(err, item.loc, stats)
-                continue
-            # A generator's own meta is kept, but ``source`` is always the mixture's name for the source.
-            meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
-            row["meta"] = {**meta, "source": src.name, "id": meta.get("id", item.loc.id)}
-            yield row
+            row = self._record(item, self._outcome(item, src, convert), stats)
+            if row is not None:
+                yield row
 
-    def _accept(self, rows: list[dict[str, Any]], stats: SourceStats) -> Iterator[Row]:
+    def _count(self, rows: list[dict[str, Any]]) -> list[int | None]:
+        return self.counter.count(rows, self.config.schema) if self.counter else [None] * len(rows)
+
+    def _accept(
+        self, rows: list[dict[str, Any]], stats: SourceStats, tokens: list[int | None] | None = None
+    ) -> Iterator[Row]:
         schema = self.config.schema
-        tokens = self.counter.count(rows, schema) if self.counter else [None] * len(rows)
+        tokens = self._count(rows) if tokens is None else tokens
         limit = self.config.filters.max_tokens
         for row, count in zip(rows, tokens, strict=True):
             if limit is not None and count is not None and count > limit:
@@ -135,6 +158,12 @@ class RowProcessor:
             yield Row(row, count, key)
 
     def rows(self, opened: OpenedSource, stats: SourceStats) -> Iterator[Row]:
+        workers = worker_count(self.config.num_proc)
+        # A streamed source stops reading at its budget: reading ahead for workers would read (and count)
+        # rows past it, so it stays in this process.
+        if workers > 1 and not opened.config.streaming:
+            yield from self._rows_parallel(opened, stats, workers)
+            return
         chunk: list[dict[str, Any]] = []
         for row in self._convert(opened, stats):
             chunk.append(row)
@@ -142,3 +171,17 @@ class RowProcessor:
                 yield from self._accept(chunk, stats)
                 chunk = []
         yield from self._accept(chunk, stats)
+
+    def _rows_parallel(self, opened: OpenedSource, stats: SourceStats, workers: int) -> Iterator[Row]:
+        """``rows`` with conversion and token counting in worker processes; same rows, same statistics."""
+        src = opened.config
+        convert = _converter(src.converter)
+
+        def task(items: list[RawRow]) -> tuple[list[RawRow], list[Outcome], list[int | None]]:
+            outcomes = [self._outcome(item, src, convert) for item in items]
+            kept = [value for kind, value in outcomes if kind == "row"]
+            return items, outcomes, self._count(kept)
+
+        for items, outcomes, tokens in map_chunks(task, opened.rows(), workers):
+            kept = [self._record(item, outcome, stats) for item, outcome in zip(items, outcomes, strict=True)]
+            yield from self._accept([row for row in kept if row is not None], stats, tokens)

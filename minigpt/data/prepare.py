@@ -30,6 +30,7 @@ from minigpt.data.report import format_plan, source_records
 from minigpt.data.schema import render_plain
 from minigpt.data.sources import OpenedSource, offline_mode, open_source, source_code_hash
 from minigpt.data.tokens import TokenCounter, Tokenizer, load_tokenizer, tokenizer_hash
+from minigpt.errors import DataError
 from minigpt.registry import CONVERTERS
 
 FORMAT_VERSION = 1
@@ -104,7 +105,8 @@ def fingerprint(setup: _Setup) -> str:
     """Everything the output depends on: the whole config, source contents, code, tokenizer."""
     payload = {
         "format": FORMAT_VERSION,
-        "config": setup.config.model_dump(mode="json"),
+        # num_proc changes how fast, never what: a set prepared with 8 processes is reused with 1.
+        "config": setup.config.model_dump(mode="json", exclude={"num_proc"}),
         "sources": [{"origin": o.origin, **o.content_id()} for o in setup.opened],
         "code": code_version(setup.config),
         "tokenizer": tokenizer_hash(setup.tokenizer) if setup.tokenizer is not None else None,
@@ -234,15 +236,27 @@ def prepare_dataset(
     overrides: list[str] | None = None,
     *,
     offline: bool | None = None,
+    reuse_only: bool = False,
 ) -> PreparedDataset:
-    """Prepare (or, with use_prepared and a matching fingerprint, reuse) a mixture's train/val files."""
+    """Prepare (or, with use_prepared and a matching fingerprint, reuse) a mixture's train/val files.
+
+    ``reuse_only``: never write; fail unless a matching prepared set is there. Training processes other than
+    the main one use it, after the main one prepared the set (one writer per output folder)."""
     setup = _setup(config_or_path, tokenizer, overrides, offline)
     config, out = setup.config, Path(output_dir)
     train_path, val_path, manifest_path = _paths(out, config)
     fp = fingerprint(setup)
-    if use_prepared and (manifest := _reusable(train_path, val_path, manifest_path, fp)) is not None:
+    if (use_prepared or reuse_only) and (
+        manifest := _reusable(train_path, val_path, manifest_path, fp)
+    ) is not None:
         note = f"reused {train_path} ({manifest['train']['rows']} rows): fingerprint {fp[:12]} matches"
         return PreparedDataset(train_path, val_path, manifest_path, manifest, reused=True, summary=note)
+    if reuse_only:
+        raise DataError(
+            f"{manifest_path}: no prepared data with fingerprint {fp[:12]} to reuse. With several processes "
+            "the main one prepares the mixture and the others reuse it: their sources, tokenizer and code "
+            "must be the same (a shared file system for the output folder, the same checkout everywhere)."
+        )
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{config.stem}.work-", dir=out))
     try:

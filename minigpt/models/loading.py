@@ -95,6 +95,13 @@ def build_model(cfg: ModelConfig, tokenizer, device: torch.device, dtype: torch.
     else:
         source = cfg.init
         if _is_local(source):
+            from minigpt.lora import is_adapter_folder, load_adapter_folder
+
+            if is_adapter_folder(Path(source).expanduser()):  # a stage trained with lora.merge: false
+                model = load_adapter_folder(Path(source).expanduser(), dtype, attn)
+                if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+                    model.resize_token_embeddings(len(tokenizer))
+                return model.to(device)
             check_model_folder(Path(source).expanduser())
             source = str(Path(source).expanduser())
         elif "/" not in source:

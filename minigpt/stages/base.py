@@ -40,13 +40,16 @@ class RunState:
         self._sums[name] += float(value) * weight
         self._counts[name] += weight
 
-    def pop_means(self, prefix: str) -> dict[str, float]:
-        out = {}
-        for name in [n for n in self._sums if n.startswith(prefix)]:
-            if self._counts[name]:
-                out[name] = self._sums[name] / self._counts[name]
+    def pop_means(self, prefix: str, merge: Any = None) -> dict[str, float]:
+        """Means of the values accumulated under ``prefix`` since the last call. ``merge`` (with several
+        processes: ``minigpt.distributed.merge_sums``; every process calls it) combines each process's
+        ``{name: (sum, weight)}`` so the mean is over the whole job, not the main process's share."""
+        pairs = {n: (self._sums[n], self._counts[n]) for n in list(self._sums) if n.startswith(prefix)}
+        for name in pairs:
             del self._sums[name], self._counts[name]
-        return out
+        if merge is not None:
+            pairs = merge(pairs)
+        return {name: total / weight for name, (total, weight) in pairs.items() if weight}
 
 
 @dataclass
@@ -107,9 +110,19 @@ class Stage(ABC):
             return int(inputs["attention_mask"].sum()), int(ids.shape[0])
         return int(ids.numel()), int(ids.shape[0])
 
+    def prepare_model(self, model: Any) -> Any:
+        """The network this stage trains, made from the runner's causal LM before any LoRA adapter wraps it
+        (the reward stage puts a scoring head on its backbone); the model itself by default."""
+        return model
+
     def export_model(self, trainer: Any) -> Any:
         """The model to save as the stage's HF folder (LoRA stages merge their adapter here)."""
-        return trainer.accelerator.unwrap_model(trainer.model)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if self.ctx.cfg.lora is not None:
+            from minigpt.lora import export_lora
+
+            return export_lora(model, self.ctx.cfg)  # also writes <output_dir>/adapter
+        return model
 
     def final_evaluation(self, model_dir: Path) -> dict[str, Any]:
         """Task evaluation after training (e.g. the tic-tac-toe arena); empty by default."""

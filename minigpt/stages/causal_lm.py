@@ -33,20 +33,25 @@ class LMTrainer(MiniGPTTrainerMixin, Trainer):
             model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
         )
         if self.track_accuracy:
-            with torch.no_grad():
-                labels = inputs["labels"][:, 1:]
-                predicted = outputs.logits[:, :-1].argmax(-1)
-                mask = labels != IGNORE
-                n = int(mask.sum())
-                if n:
-                    correct = float((predicted.eq(labels) & mask).sum()) / n
-                    prefix = "train/" if model.training else "eval/"
-                    self.minigpt_state.accumulate(prefix + "mean_token_accuracy", correct, n)
+            self.accumulate_accuracy(inputs["labels"], outputs.logits, model.training)
         return (loss, outputs) if return_outputs else loss
+
+    @torch.no_grad()
+    def accumulate_accuracy(self, labels: torch.Tensor, logits: torch.Tensor, training: bool) -> None:
+        """Add this batch's next-token accuracy on label tokens to the log interval's mean."""
+        labels = labels[:, 1:]
+        predicted = logits[:, :-1].argmax(-1)
+        mask = labels != IGNORE
+        n = int(mask.sum())
+        if n:
+            correct = float((predicted.eq(labels) & mask).sum()) / n
+            prefix = "train/" if training else "eval/"
+            self.minigpt_state.accumulate(prefix + "mean_token_accuracy", correct, n)
 
 
 class CausalLMStage(Stage):
     track_accuracy: ClassVar[bool] = False
+    trainer_class: ClassVar[type[LMTrainer]] = LMTrainer
 
     def _encode(self, rows: list[dict[str, Any]], source: str) -> list[dict[str, list[int]]]:
         cfg = self.ctx.cfg.data
@@ -75,7 +80,7 @@ class CausalLMStage(Stage):
         return train, val
 
     def build_trainer(self, args_kwargs: dict[str, Any], train_ds, eval_ds, callbacks: list) -> Trainer:
-        trainer = LMTrainer(
+        trainer = self.trainer_class(
             model=self.ctx.model,
             args=TrainingArguments(**args_kwargs),
             data_collator=PadCollator(self.ctx.tokenizer.pad_token_id),

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from minigpt.config import Strict, apply_overrides, read_yaml, validate
 from minigpt.errors import ConfigError
+from minigpt.lora import LoRAConfig
 from minigpt.models.loading import ModelConfig
 
 
@@ -82,6 +83,8 @@ class StageConfig(Strict):
     train: TrainConfig = TrainConfig()
     algo: dict[str, Any] = {}
     """The stage's own fields (e.g. DPO's beta); validated against that stage's parameters."""
+    lora: LoRAConfig | None = None
+    """Train a LoRA adapter instead of every weight (any stage); absent or null: full fine-tuning."""
     resume: bool = False
     """Continue from the newest complete checkpoint in ``<output_dir>/checkpoints``."""
 

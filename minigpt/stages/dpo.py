@@ -14,6 +14,8 @@ from pydantic import Field, field_validator, model_validator
 from trl import DPOConfig, DPOTrainer
 
 from minigpt.config import Strict
+from minigpt.errors import ConfigError
+from minigpt.lora import is_peft
 from minigpt.registry import STAGES
 from minigpt.stages.preference_data import PreferenceStage
 from minigpt.stages.trainer import MiniGPTTrainerMixin
@@ -132,7 +134,14 @@ class DPOStage(PreferenceStage):
         )
         # With precomputed log-probs TRL scores the data with the policy before its first step (the policy then
         # still is the reference, also on resume: checkpoint weights are loaded later), so no copy is needed.
-        ref = None if p.precompute_ref_log_probs else frozen_copy(self.ctx.model)
+        # With LoRA (a peft model) TRL keeps a frozen copy of the fresh adapter as the reference: B = 0, so it
+        # is exactly the adapter-disabled base model, and no second model is held.
+        lora = is_peft(self.ctx.model)
+        if lora and p.sync_ref_model:
+            raise ConfigError(
+                "algo.sync_ref_model does not work with lora (TRL 1.16 cannot sync a peft reference)"
+            )
+        ref = None if p.precompute_ref_log_probs or lora else frozen_copy(self.ctx.model)
         trainer = MiniGPTDPOTrainer(
             model=self.ctx.model,
             ref_model=ref,

@@ -57,14 +57,18 @@ class RewardStage(PreferenceStage):
     Params = RewardParams
     eval_loss_is_token_nll = False  # a pairwise ranking loss: exp() of it is no perplexity
 
-    def build_trainer(self, args_kwargs: dict[str, Any], train_ds, eval_ds, callbacks: list) -> RewardTrainer:
-        p: RewardParams = self.ctx.params
+    def prepare_model(self, model: PreTrainedModel) -> PreTrainedModel:
+        """The classifier replaces the causal LM as the stage's model (before a LoRA adapter would wrap it)."""
         tokenizer = self.ctx.tokenizer
         if tokenizer.pad_token is None:  # the head finds each sequence's end by its padding
             tokenizer.pad_token = tokenizer.eos_token
         set_seed(self.ctx.cfg.seed)  # the new head's initial weights depend only on the seed
-        model = sequence_classifier(self.ctx.model, tokenizer.pad_token_id)
-        self.ctx.model = model  # from here on the stage's model is the classifier, not the causal LM
+        return sequence_classifier(model, tokenizer.pad_token_id)
+
+    def build_trainer(self, args_kwargs: dict[str, Any], train_ds, eval_ds, callbacks: list) -> RewardTrainer:
+        p: RewardParams = self.ctx.params
+        tokenizer = self.ctx.tokenizer
+        model = self.ctx.model
         args = RewardConfig(
             # TRL declares the tokenized columns it needs; dropping the message lists keeps batches small.
             **{**args_kwargs, "remove_unused_columns": True},

@@ -23,6 +23,7 @@ from transformers import TrainerCallback
 
 from minigpt.config import Strict
 from minigpt.errors import ConfigError, DataError
+from minigpt.lora import is_peft
 from minigpt.rewards import RESERVED_NAMES, NamedReward, RewardSpec, build_rewards
 from minigpt.stages.base import RunState, Stage, StageContext
 
@@ -278,7 +279,7 @@ def reference_model_source(ctx: StageContext, beta: float) -> Iterator[None]:
     initial policy: TRL loads the reference model from that name and would otherwise look it up on the hub
     (a preset has no name at all). The stage's input folder is used when it holds exactly these weights;
     otherwise the weights are saved to ``<output_dir>/.reference`` and removed once loaded."""
-    if beta == 0.0:
+    if beta == 0.0 or is_peft(ctx.model):  # with LoRA, TRL's reference is a frozen copy of the fresh adapter
         yield
         return
     from accelerate import PartialState

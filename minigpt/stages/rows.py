@@ -27,18 +27,19 @@ def load_rows(
     """(train rows, validation rows, (train source, validation source)) for a stage."""
     data = cfg.data
     if data.data_config:
-        from accelerate import PartialState
-
         from minigpt.data import prepare_dataset
+        from minigpt.distributed import is_main_process, main_process_first
 
         prepared_dir = Path(data.prepared_dir) if data.prepared_dir else output_dir / "data"
-        # One process prepares; the others wait and then reuse its output (fingerprint match).
-        with PartialState().main_process_first():
+        # One process prepares; the others wait, then only read its output (fingerprint match), never write.
+        main = is_main_process()
+        with main_process_first():
             prepared = prepare_dataset(
                 data.data_config,
                 prepared_dir,
                 tokenizer=tokenizer,
-                use_prepared=data.use_prepared or not PartialState().is_main_process,
+                use_prepared=data.use_prepared,
+                reuse_only=not main,
             )
         train = _read_all([str(prepared.train_path)])
         val = (

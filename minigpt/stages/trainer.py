@@ -15,6 +15,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from minigpt.checkpoints import newest_checkpoint, publish_checkpoint, rotate_checkpoints, staging_dir
+from minigpt.distributed import merge_sums, sum_over_processes
 from minigpt.errors import TrainingError
 from minigpt.metrics import mfu_percent, rename
 from minigpt.stages.base import RunState, Stage
@@ -36,6 +37,8 @@ class MiniGPTTrainerMixin:
     _minigpt_step_t: torch.Tensor | None = None
     _minigpt_staging: Path | None = None
     _minigpt_token: str | None = None
+    _minigpt_local_tokens: int = 0
+    """Tokens this process trained on since the last ``minigpt_sync_tokens`` (not yet in the global count)."""
 
     # ------------------------------------------------------------ non-finite loss / gradient guard
 
@@ -44,7 +47,9 @@ class MiniGPTTrainerMixin:
         if isinstance(inputs, dict):  # RL trainers get a list of prompt rows here
             inputs.pop(NUM_TOKENS_KEY, None)  # counted by the collator on the CPU; not a model input
         self.minigpt_state.throughput.add(tokens, samples)
-        self.state.num_input_tokens_seen += tokens
+        # Counted per process and folded into the global state.num_input_tokens_seen at log, checkpoint and
+        # end (minigpt_sync_tokens): one collective per log step instead of one per micro-batch.
+        self._minigpt_local_tokens += tokens
         loss = super().training_step(model, inputs, num_items_in_batch)
         # Summed on the device (NaN/inf propagate through a sum), read once per optimizer step in
         # _get_grad_norm: no extra host sync per micro-batch.
@@ -153,7 +158,23 @@ class MiniGPTTrainerMixin:
     def train(self, *args, **kwargs):
         result = super().train(*args, **kwargs)
         self._raise_if_faulted()  # whatever ended the loop, spoiled weights are never exported
+        self.minigpt_sync_tokens()  # the steps after the last log step
         return result
+
+    # ------------------------------------------------------------ global token count
+
+    def minigpt_sync_tokens(self) -> int:
+        """Add the tokens every process counted since the last call to ``state.num_input_tokens_seen`` and
+        return it. Every process must call this (it is a collective with several processes).
+
+        The count is kept global and identical on every process, so the checkpoint the main process writes
+        holds the whole job's count and a resume with any number of processes continues it. (TRL's RL
+        trainers add their already gathered counts to the same field directly.)"""
+        local, self._minigpt_local_tokens = self._minigpt_local_tokens, 0
+        if self.accelerator.num_processes > 1:
+            (local,) = sum_over_processes([local], self.accelerator.device)
+        self.state.num_input_tokens_seen += int(local)
+        return int(self.state.num_input_tokens_seen)
 
     # ------------------------------------------------------------ atomic checkpoints
 
@@ -171,6 +192,7 @@ class MiniGPTTrainerMixin:
         resume never picks. Rotation (``save_total_limit``) runs on complete checkpoints by step number;
         transformers' own rotation only ever sees the staging folder, which holds one checkpoint."""
         self._raise_if_faulted()  # never save weights a non-finite step has touched
+        self.minigpt_sync_tokens()  # trainer_state.json must hold the global count up to this step
         ckpt_dir = Path(self._get_output_dir(trial))
         step = self.state.global_step
         staging = staging_dir(ckpt_dir, step, self._minigpt_run_token())
@@ -235,14 +257,22 @@ class MetricsCallback(TrainerCallback):
         self.last_eval_step: int | None = None
         self.last_eval: dict[str, float] = {}
 
-    def _global(self, value: float) -> float:
+    def _reducer(self):
+        """Sums per-process numbers over all processes (None in a single process: nothing to add)."""
         trainer = self.trainer_ref[0] if self.trainer_ref else None
         if trainer is None or trainer.accelerator.num_processes == 1:
-            return value
-        import torch
+            return None
+        device = trainer.accelerator.device
+        return lambda values: sum_over_processes(values, device)
 
-        tensor = torch.tensor([value], device=trainer.accelerator.device, dtype=torch.float64)
-        return float(trainer.accelerator.reduce(tensor, reduction="sum").item())
+    def _merge(self):
+        """Combines per-process (sum, weight) pairs of averaged metrics (None in a single process)."""
+        return merge_sums if self._reducer() is not None else None
+
+    def _num_tokens(self, state) -> int:
+        trainer = self.trainer_ref[0] if self.trainer_ref else None
+        sync = getattr(trainer, "minigpt_sync_tokens", None)
+        return sync() if sync is not None else int(state.num_input_tokens_seen)
 
     def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kwargs):
         if not logs:
@@ -266,12 +296,10 @@ class MetricsCallback(TrainerCallback):
         ):
             metrics["train/skipped_steps"] = getattr(trainer, "minigpt_skipped_steps", 0)
         if "train/loss" in metrics:
-            window = self.state.throughput.window(state.global_step, state.max_steps)
-            for key in ("train/tokens_per_second", "train/samples_per_second"):
-                window[key] = self._global(window[key])
-            metrics.update(window)
-            metrics["train/num_tokens"] = int(self._global(float(state.num_input_tokens_seen)))
-            metrics.update(self.state.pop_means("train/"))
+            # Both are collectives: transformers calls on_log on every process with the same logs.
+            metrics.update(self.state.throughput.window(state.global_step, state.max_steps, self._reducer()))
+            metrics["train/num_tokens"] = self._num_tokens(state)
+            metrics.update(self.state.pop_means("train/", self._merge()))
             if self.state.flops_per_token and self.state.peak_flops:
                 metrics["train/mfu_percent"] = mfu_percent(
                     metrics["train/tokens_per_second"],
@@ -282,7 +310,7 @@ class MetricsCallback(TrainerCallback):
         if "eval/loss" in metrics and self.state.eval_loss_is_token_nll:
             metrics["eval/ppl"] = math.exp(min(metrics["eval/loss"], 50.0))
         if any(key.startswith("eval/") for key in metrics):
-            metrics.update(self.state.pop_means("eval/"))
+            metrics.update(self.state.pop_means("eval/", self._merge()))
             self.last_eval_step = state.global_step
             self.last_eval = {k: v for k, v in metrics.items() if k.startswith("eval/")}
         if state.epoch is not None:

@@ -1,0 +1,263 @@
+"""LoRA / QLoRA as an option of any stage (the ``lora:`` section of a stage config).
+
+The shared runner wraps the stage's model with peft once it is built (after ``Stage.prepare_model``, so the
+reward stage's scoring head exists and is kept fully trainable), so every stage trains adapters through the
+same code; transformers' Trainer then checkpoints only the adapter and resumes from it. At the end
+``Stage.export_model`` calls :func:`export_lora`: the adapter goes to ``<output_dir>/adapter/`` and, by default,
+is merged into the base weights so the stage folder is an ordinary HF model the next stage loads as is.
+
+QLoRA loads the frozen base in 4-bit NF4 through bitsandbytes (CUDA only). bitsandbytes is imported only then,
+so the package works without it. Merging into 4-bit weights would round the result to 4 bits, so the
+full-precision base is kept in ``<output_dir>/.lora-base`` during training and the adapter is merged into it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from pydantic import Field, field_validator
+
+from minigpt.config import Strict
+from minigpt.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    from minigpt.stages.config import StageConfig
+
+ADAPTER_DIR = "adapter"
+"""Sub-folder of a stage folder holding the trained adapter (adapter_config.json + adapter_model.safetensors)."""
+_QLORA_BASE_DIR = ".lora-base"
+_TRAINED = "default"  # peft's name of the adapter it creates; TRL may add a frozen copy named "ref"
+
+
+class LoRAConfig(Strict):
+    """``lora:`` in a stage config; present (even as ``lora: {}``) means on."""
+
+    r: int = Field(16, gt=0)
+    """Rank of the update B·A."""
+    alpha: float = Field(32.0, gt=0)
+    """The update is scaled by alpha / r."""
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout on the adapter's input (0: deterministic, the usual choice for small models)."""
+    target_modules: Literal["all-linear"] | list[str] = "all-linear"
+    """Module names to adapt; ``all-linear``: every linear layer but the output head (for the Qwen3 family:
+    q/k/v/o_proj and gate/up/down_proj)."""
+    bias: Literal["none", "all", "lora_only"] = "none"
+    """Which biases are trained as well."""
+    modules_to_save: list[str] = []
+    """Modules trained in full next to the adapter (saved with it); the reward stage's ``score`` head always is."""
+    merge: bool = True
+    """Merge the adapter into the base weights at the end, so the stage folder is a plain HF model. ``false``: the
+    stage folder is the adapter alone (loads with peft installed; needs model.init to be a folder or hub id)."""
+    qlora: bool = False
+    """Keep the frozen base in 4-bit NF4 (bitsandbytes, CUDA GPUs only)."""
+
+    @field_validator("target_modules")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        if isinstance(value, list) and not value:
+            raise ValueError("give at least one module name, or 'all-linear'")
+        return value
+
+
+def is_peft(model: Any) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # peft is a dependency; without it nothing can be a peft model
+        return False
+    return isinstance(model, PeftModel)
+
+
+def check_qlora(cfg: LoRAConfig, device: torch.device) -> None:
+    """QLoRA needs a CUDA device and bitsandbytes: say so before anything is loaded."""
+    if not cfg.qlora:
+        return
+    if device.type != "cuda":
+        raise ConfigError(
+            f"lora.qlora: 4-bit QLoRA runs on CUDA GPUs only (bitsandbytes); this run is on {device.type}. "
+            "Set lora.qlora: false to train a LoRA adapter on full-precision weights."
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("lora.qlora needs the bitsandbytes package: pip install bitsandbytes")
+
+
+def _task_type(model: Any) -> str:
+    return "SEQ_CLS" if type(model).__name__.endswith("ForSequenceClassification") else "CAUSAL_LM"
+
+
+def peft_config(cfg: LoRAConfig, model: Any) -> Any:
+    """The peft ``LoraConfig`` for a miniGPT ``lora:`` section and the model it will wrap."""
+    from peft import LoraConfig as PeftLoraConfig
+
+    task = _task_type(model)
+    keep = list(cfg.modules_to_save)
+    if task == "SEQ_CLS" and "score" not in keep:
+        keep.append("score")  # a new head: training only an adapter next to it would leave it random
+    return PeftLoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=cfg.target_modules,
+        bias=cfg.bias,
+        modules_to_save=keep or None,
+        task_type=task,
+    )
+
+
+def _quantized(model: Any, folder: Path, device: torch.device, checkpointing: bool) -> Any:
+    """The same weights reloaded in 4-bit NF4, the full-precision copy kept in ``folder`` for the merge."""
+    from accelerate import PartialState
+    from peft import prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig
+
+    state = PartialState()
+    if state.is_main_process:  # one writer; every process then loads the same copy
+        shutil.rmtree(folder, ignore_errors=True)
+        model.save_pretrained(str(folder), safe_serialization=True)
+    state.wait_for_everyone()
+    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+    )
+    loaded = type(model).from_pretrained(
+        str(folder), quantization_config=quant, dtype=compute, device_map={"": device.index or 0}
+    )
+    return prepare_model_for_kbit_training(loaded, use_gradient_checkpointing=checkpointing)
+
+
+def apply_lora(
+    model: Any, cfg: StageConfig, device: torch.device, note: Callable[[str], None] | None = None
+) -> Any:
+    """Wrap ``model`` with a fresh LoRA adapter per ``cfg.lora`` (base weights frozen; B = 0, so training
+    starts from exactly the base model)."""
+    from peft import get_peft_model
+
+    lora = cfg.lora
+    assert lora is not None
+    check_qlora(lora, device)
+    check_unmerged(lora, cfg.model.init)
+    if lora.qlora:
+        folder = Path(cfg.output_dir) / _QLORA_BASE_DIR
+        model = _quantized(model, folder, device, cfg.train.gradient_checkpointing)
+    try:
+        wrapped = get_peft_model(model, peft_config(lora, model))
+    except ValueError as exc:  # e.g. a target module name the model does not have
+        raise ConfigError(f"lora.target_modules: {exc}") from None
+    if note is not None:
+        trainable, total = wrapped.get_nb_trainable_parameters()
+        targets = (
+            lora.target_modules if isinstance(lora.target_modules, str) else ", ".join(lora.target_modules)
+        )
+        note(
+            f"lora: r={lora.r}, alpha={lora.alpha:g} on {targets}{' (4-bit base)' if lora.qlora else ''}: "
+            f"{trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)"
+        )
+    return wrapped
+
+
+def _save_adapter(model: Any, folder: Path) -> None:
+    """The trained adapter alone (TRL's frozen "ref" copy is left out), replacing ``folder`` in one rename."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=folder.parent))
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True, selected_adapters=[_TRAINED])
+        (tmp / "README.md").unlink(missing_ok=True)  # peft's empty model card
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _full_precision_base(model: Any, folder: Path) -> Any:
+    """For QLoRA: the saved full-precision base with the trained adapter (and saved modules) loaded into it."""
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+    base_cls = type(model.get_base_model())
+    base = base_cls.from_pretrained(str(folder), dtype=torch.float32)
+    config = model.peft_config[_TRAINED]
+    fresh = get_peft_model(base, config)
+    state = {k: v.float().cpu() for k, v in get_peft_model_state_dict(model, adapter_name=_TRAINED).items()}
+    set_peft_model_state_dict(fresh, state)
+    return fresh
+
+
+def export_lora(model: Any, cfg: StageConfig) -> Any:
+    """Save the adapter to ``<output_dir>/adapter`` and return what the stage folder holds: the merged plain
+    model (``lora.merge: true``) or the adapter itself, naming its base model (``lora.merge: false``)."""
+    lora, output_dir = cfg.lora, Path(cfg.output_dir)
+    assert lora is not None
+    model.peft_config[_TRAINED].base_model_name_or_path = adapter_base(cfg.model.init)
+    _save_adapter(model, output_dir / ADAPTER_DIR)
+    for name in [n for n in model.peft_config if n != _TRAINED]:
+        model.delete_adapter(name)
+    base_copy = output_dir / _QLORA_BASE_DIR
+    if not lora.merge:
+        shutil.rmtree(base_copy, ignore_errors=True)
+        return model
+    if lora.qlora:
+        model = _full_precision_base(model, base_copy)
+    merged = model.merge_and_unload()
+    shutil.rmtree(base_copy, ignore_errors=True)
+    return merged
+
+
+def _is_preset(init: str) -> bool:
+    from minigpt.registry import PRESETS
+
+    return init in PRESETS
+
+
+def adapter_base(init: str) -> str:
+    """What ``adapter_config.json`` names as the base model: an absolute folder or a hub id ("" for a preset,
+    whose random weights exist nowhere else)."""
+    if _is_preset(init):
+        return ""
+    path = Path(init).expanduser()
+    return str(path.resolve()) if path.exists() else init
+
+
+def check_unmerged(cfg: LoRAConfig, init: str) -> None:
+    """An unmerged adapter is usable only if its base weights exist somewhere else than in this run."""
+    if not cfg.merge and _is_preset(init):
+        raise ConfigError(
+            f"lora.merge: false needs model.init to be a model folder or hub id, not the preset '{init}': "
+            "its random base weights would exist nowhere but in this run. Keep lora.merge: true."
+        )
+
+
+def is_adapter_folder(path: Path) -> bool:
+    """A stage folder written with ``lora.merge: false``: adapter files, no model config."""
+    return (path / "adapter_config.json").exists() and not (path / "config.json").exists()
+
+
+def load_adapter_folder(path: Path, dtype: torch.dtype, attn: str) -> Any:
+    """Load an unmerged stage folder as a plain model: its base with the adapter merged in."""
+    import json
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise ModelError(f"{path}: adapter_config.json names no base model (base_model_name_or_path)")
+    if config.get("task_type") not in (None, "CAUSAL_LM"):
+        raise ModelError(f"{path}: a {config.get('task_type')} adapter cannot start a causal-LM stage")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            base, dtype=dtype, attn_implementation=attn, use_safetensors=True
+        )
+        merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load the adapter folder {path} on its base '{base}': {exc}") from exc
+    return merged.requires_grad_(True)  # peft froze the base weights; the next stage trains them
