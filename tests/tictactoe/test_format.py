@@ -110,11 +110,36 @@ def test_lines_reasoning_lists_every_line_and_still_parses():
     from minigpt.tasks.tictactoe.format import LINES, format_answer, lines_text
 
     board = "XX.OO...."
-    assert lines_text(board) == "lines XX2 OO5 678 XO6 XO7 258 XO8 2O6"
+    # each line: its marks in line order, then its empty cells: row 0 "XX2", column 0 "X" + "O" + "6"
+    assert lines_text(board) == "lines XX2 OO5 678 XO6 XO7 258 XO8 O26"
     answer = format_answer(board, 2, reasoning="lines")
-    assert answer == "lines XX2 OO5 678 XO6 XO7 258 XO8 2O6\nwin 2\nMove: 2"
+    assert answer == "lines XX2 OO5 678 XO6 XO7 258 XO8 O26\nwin XX2\nMove: 2"
     assert parse_move(answer, board).move == 2 and parse_move(answer, board).ok
     # every line of three cells appears once: 3 rows, 3 columns, 2 diagonals
     assert sorted(LINES) == sorted({tuple(line) for line in LINES}) and len(LINES) == 8
     with pytest.raises(ValueError, match="reasoning must be one of"):
         format_answer(board, 2, reasoning="long")
+
+
+def test_line_reason_names_a_written_line_whose_last_digit_is_the_move():
+    """A win or a block names a group of the lines text that ends with exactly the move's digit, and only
+    the mover's marks (win) or only the opponent's (block); other kinds keep the bare cell."""
+    from minigpt.tasks.tictactoe.engine import all_positions, legal_moves, other, side_to_move
+    from minigpt.tasks.tictactoe.format import line_group, line_reason, lines_text
+
+    assert line_group("X.O......", (0, 1, 2)) == "XO1"
+    assert line_reason("XX.OO....", 5) == "block OO5"
+    assert line_reason("X...O...X", 2) == "corner 2"
+    seen = set()
+    for board in all_positions():
+        written = lines_text(board).split()[1:]
+        me = side_to_move(board)
+        for cell in legal_moves(board):
+            kind, text = line_reason(board, cell).split()
+            seen.add(kind)
+            if kind in ("win", "block"):
+                mark = me if kind == "win" else other(me)
+                assert text in written and text == mark * 2 + str(cell), (board, cell, text)
+            else:
+                assert text == str(cell)
+    assert seen == {"win", "block", "fork", "centre", "corner", "edge"}

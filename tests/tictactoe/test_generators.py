@@ -159,3 +159,73 @@ def test_optimal_self_positions_cover_what_a_perfect_player_meets():
     # every such position is a live position with that seat to move, and the SFT source yields only them
     rows = list(GENERATORS.get("tictactoe_sft")(reach="optimal_self", moves="one"))
     assert len(rows) == len(optimal_self_positions("X")) + len(optimal_self_positions("O")) == 3052
+
+
+def test_position_kinds_partition_the_positions():
+    from minigpt.tasks.tictactoe.generators import position_kind
+
+    counts = {"win": 0, "block": 0, "open": 0}
+    for board in all_positions():
+        counts[position_kind(board)] += 1
+    assert counts == {"win": 2358, "block": 1484, "open": 678}
+    open_rows = list(GENERATORS.get("tictactoe_sft")(moves="preferred", kinds=["open"]))
+    assert len(open_rows) == 678
+    assert all(position_kind(_board_of(r["conversations"][:1])) == "open" for r in open_rows)
+    with pytest.raises(ConfigError, match="kinds"):
+        list(GENERATORS.get("tictactoe_sft")(kinds=["quiet"]))
+    with pytest.raises(ConfigError, match="kinds"):
+        list(GENERATORS.get("tictactoe_rl")(kinds=[]))
+
+
+def test_preferred_move_is_optimal_and_ranked_by_kind():
+    from minigpt.tasks.tictactoe.format import move_reason
+    from minigpt.tasks.tictactoe.generators import preferred_move
+
+    order = ("win", "block", "fork", "centre", "corner", "edge")
+    for board in all_positions():
+        best = preferred_move(board)
+        assert best in optimal_moves(board)
+        rank = order.index(move_reason(board, best).split()[0])
+        assert all(rank <= order.index(move_reason(board, c).split()[0]) for c in optimal_moves(board))
+    assert preferred_move(EMPTY_BOARD) == 4  # every move draws: the centre ranks first
+    assert preferred_move("XX.OO....") == 2  # X wins at 2
+    rows = list(GENERATORS.get("tictactoe_sft")(moves="preferred"))
+    assert len(rows) == 4520 and rows == list(GENERATORS.get("tictactoe_sft")(moves="preferred", seed=9))
+
+
+def test_dpo_chosen_preferred_matches_sft_preferred():
+    from minigpt.tasks.tictactoe.generators import preferred_move
+
+    rows = list(GENERATORS.get("tictactoe_dpo")(chosen="preferred", kinds=["open"], pairs_per_position=1))
+    assert rows
+    for row in rows:
+        board = _board_of(row["prompt"])
+        assert parse_move(row["chosen"][0]["content"], board).move == preferred_move(board)
+    with pytest.raises(ConfigError, match="chosen"):
+        list(GENERATORS.get("tictactoe_dpo")(chosen="best"))
+
+
+def test_misread_line_pairs_differ_from_chosen_only_in_the_cell():
+    from minigpt.tasks.tictactoe.generators import position_kind, preferred_move
+
+    rows = list(
+        GENERATORS.get("tictactoe_dpo")(
+            chosen="preferred", rejected="misread_line", reasoning="lines", pairs_per_position="all"
+        )
+    )
+    assert len(rows) == 7576
+    for row in rows[::37]:
+        board = _board_of(row["prompt"])
+        assert position_kind(board) in ("win", "block")
+        good, bad = row["chosen"][0]["content"], row["rejected"][0]["content"]
+        good_lines, good_reason, _ = good.split("\n")
+        bad_lines, bad_reason, _ = bad.split("\n")
+        assert good_lines == bad_lines and parse_move(good, board).move == preferred_move(board)
+        cell = parse_move(bad, board).move
+        assert cell not in optimal_moves(board) and parse_move(bad, board).ok  # legal, and a mistake
+        # same kind and mark pattern ("win XX"), another line's empty cell
+        assert bad_reason == good_reason.rstrip("0123456789") + str(cell)
+    with pytest.raises(ConfigError, match="reasoning: lines"):
+        list(GENERATORS.get("tictactoe_dpo")(rejected="misread_line", reasoning=True))
+    with pytest.raises(ConfigError, match="rejected"):
+        list(GENERATORS.get("tictactoe_dpo")(rejected="typos"))

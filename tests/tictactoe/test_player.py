@@ -71,7 +71,8 @@ def test_move_returns_int_and_failures_are_counted(tiny_model_dir):
     assert isinstance(move, int) and (move == NO_MOVE or 0 <= move <= 8)
     # Greedy is deterministic, also across batch compositions (left padding must not change answers).
     alone = player.completions(["X........"])[0]
-    assert player.completions(["X........", "XO.X.O..."])[0] == alone
+    fresh = load_player(tiny_model_dir, max_new_tokens=8)  # no cached answers: really decodes the batch
+    assert fresh.completions(["X........", "XO.X.O..."])[0] == alone
     # The untrained model writes garbage: the arena counts it instead of crashing.
     match = play_match(player, MinimaxAgent(seed=0), "X", 6)
     assert match.n == 6
@@ -92,6 +93,21 @@ def test_parsed_answers_map_to_moves(tiny_model_dir, monkeypatch):
     assert isinstance(out[1], ParseFailure) and out[1].status == "illegal" and out[1].move == 1
     assert isinstance(out[2], ParseFailure) and out[2].status == "parse_error" and out[2].completion == "oops"
     assert [player.move(b) for b in canned] == [4, NO_MOVE, NO_MOVE]
+
+
+def test_greedy_answers_are_cached_per_board_and_sampled_ones_are_not(tiny_model_dir, monkeypatch):
+    player = load_player(tiny_model_dir, max_new_tokens=4)
+    calls = []
+    real = player.model.generate
+    monkeypatch.setattr(player.model, "generate", lambda **kw: calls.append(kw) or real(**kw))
+    first = player.completions(["X........", "XO.......", "X........"])
+    assert len(calls) == 1 and calls[0]["input_ids"].shape[0] == 2  # a repeated board is decoded once
+    assert player.completions(["XO.......", "X........"]) == first[1:] and len(calls) == 1
+    sampler = load_player(tiny_model_dir, sampling=True, max_new_tokens=4)
+    monkeypatch.setattr(sampler.model, "generate", lambda **kw: calls.append(kw) or real(**kw))
+    sampler.completions(["X........"])
+    sampler.completions(["X........"])
+    assert len(calls) == 3
 
 
 def test_sampling_is_seeded(tiny_model_dir):

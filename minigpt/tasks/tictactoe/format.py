@@ -124,13 +124,40 @@ LINES = ((0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4
 REASONING_STYLES = (False, True, "lines")
 
 
+def line_group(board: str, line: tuple[int, int, int]) -> str:
+    """One line as written in the reasoning: its marks first (in line order), then its empty cells' indices:
+    ``XX8``, ``XO1``, ``O48``, ``678``.
+
+    Marks first, because a byte-level pre-tokenizer splits letters from digits (``XX`` | ``8``): the token
+    after a ``XX`` token is then always an empty cell that completes X's line, which a model can copy by
+    looking up what followed ``XX``. With cells in board order (``8XX`` or ``X8X``) the digit comes before
+    or inside the pattern, and choosing it means looking ahead."""
+    marks = "".join(board[i] for i in line if board[i] != EMPTY)
+    return marks + "".join(str(i) for i in line if board[i] == EMPTY)
+
+
 def lines_text(board: str) -> str:
-    """The eight lines of the board, each as its three cells (a mark, or the empty cell's index):
-    ``lines X1O 3X5 678 X36 1X7 O58 XX8 OX6``. Written before the decision, it turns finding a win or a
-    block from a two-dimensional search over the prompt into reading one short token group: copying cells
-    at fixed offsets is easy for attention, spotting ``XX8`` is then local."""
-    cells = [c if c != EMPTY else str(i) for i, c in enumerate(board)]
-    return "lines " + " ".join("".join(cells[i] for i in line) for line in LINES)
+    """The eight lines of the board (rows, columns, diagonals; see :func:`line_group`):
+    ``lines XO1 X35 678 X36 X17 O58 XX8 XO6``. Written before the decision, it turns finding a win or a
+    block from a two-dimensional search over the prompt into reading short token groups."""
+    return "lines " + " ".join(line_group(board, line) for line in LINES)
+
+
+def line_reason(board: str, cell: int) -> str:
+    """:func:`move_reason`, but a win or a block names the line it completes as written by
+    :func:`lines_text` (``win XX8``, ``block O4O``) instead of the bare cell.
+
+    Measured: with ``win 8`` the model found that a win existed but often wrote the empty cell of another
+    line (18% of the positions with a win were missed). Naming the line first splits the decision into
+    copying a token group that is already written out, then reading the empty cell off that group."""
+    kind, _ = move_reason(board, cell).split()
+    if kind not in ("win", "block"):
+        return f"{kind} {cell}"
+    mark = side_to_move(board) if kind == "win" else other(side_to_move(board))
+    for line in LINES:
+        if cell in line and sum(board[i] == mark for i in line) == 2:
+            return f"{kind} {line_group(board, line)}"
+    raise AssertionError(f"no line through {cell} on {board}")  # move_reason said win/block
 
 
 def format_answer(board: str, cell: int, reasoning: bool | str = True) -> str:
@@ -143,8 +170,9 @@ def format_answer(board: str, cell: int, reasoning: bool | str = True) -> str:
     marker = f"{MARKER} {cell}"
     if not reasoning:
         return marker
-    reason = f"{move_reason(board, cell)}\n{marker}"
-    return f"{lines_text(board)}\n{reason}" if reasoning == "lines" else reason
+    if reasoning == "lines":
+        return f"{lines_text(board)}\n{line_reason(board, cell)}\n{marker}"
+    return f"{move_reason(board, cell)}\n{marker}"
 
 
 def parse_move(completion: str, board: str) -> ParseResult:

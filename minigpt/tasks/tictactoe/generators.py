@@ -19,11 +19,19 @@ from minigpt.tasks.tictactoe.engine import (
     X,
     all_positions,
     legal_moves,
+    other,
     play,
     side_to_move,
     winner,
+    winning_cells,
 )
-from minigpt.tasks.tictactoe.format import build_prompt, format_answer, prompt_text, render_board
+from minigpt.tasks.tictactoe.format import (
+    build_prompt,
+    format_answer,
+    move_reason,
+    prompt_text,
+    render_board,
+)
 from minigpt.tasks.tictactoe.solver import move_values, optimal_moves, outcome
 
 _SEATS = ("both", "X", "O")
@@ -52,9 +60,31 @@ def optimal_self_positions(seat: str) -> frozenset[str]:
     return frozenset(found)
 
 
-def _positions(seats: str, sample: int | None, seed: int, reach: str = "all") -> list[str]:
+KINDS = ("win", "block", "open")
+
+
+def position_kind(board: str) -> str:
+    """``win`` (the side to move can complete a line), ``block`` (it cannot, but the opponent threatens
+    to), else ``open``: the positions where the answer needs lookahead (forks, fork blocks) rather than
+    reading one line."""
+    me = side_to_move(board)
+    if winning_cells(board, me):
+        return "win"
+    return "block" if winning_cells(board, other(me)) else "open"
+
+
+def _positions(
+    seats: str, sample: int | None, seed: int, reach: str = "all", kinds: list[str] | None = None
+) -> list[str]:
     """Live positions for the requested seat(s) (``reach``: all of them, or only those a perfect player of
-    that seat meets), or a seeded sample of ``sample`` of them."""
+    that seat meets; ``kinds``: only positions of these :func:`position_kind` kinds), or a seeded sample of
+    ``sample`` of them."""
+    if kinds is not None:
+        unknown = [k for k in kinds if k not in KINDS] if isinstance(kinds, list) else [kinds]
+        if unknown or not kinds:
+            raise ConfigError(
+                f"tictactoe: kinds must be a non-empty list of {', '.join(KINDS)}, got {kinds!r}"
+            )
     if seats not in _SEATS:
         raise ConfigError(f"tictactoe: seats must be one of {', '.join(_SEATS)}, got {seats!r}")
     if reach not in _REACH:
@@ -63,6 +93,8 @@ def _positions(seats: str, sample: int | None, seed: int, reach: str = "all") ->
     if reach == "optimal_self":
         keep = optimal_self_positions("X") | optimal_self_positions("O")
         boards = [b for b in boards if b in keep]
+    if kinds is not None:
+        boards = [b for b in boards if position_kind(b) in kinds]
     if sample is not None:
         if not isinstance(sample, int) or sample < 1:
             raise ConfigError(f"tictactoe: sample must be a positive integer or null, got {sample!r}")
@@ -70,6 +102,17 @@ def _positions(seats: str, sample: int | None, seed: int, reach: str = "all") ->
             keep = set(random.Random(seed).sample(boards, sample))
             boards = [b for b in boards if b in keep]  # keep the canonical order, not the sample's
     return boards
+
+
+_MOVE_CHOICES = ("all_optimal", "one", "preferred")
+_KIND_ORDER = ("win", "block", "fork", "centre", "corner", "edge")
+
+
+def preferred_move(board: str) -> int:
+    """The optimal move a consistent player would pick: by the kind of its reason (win, block, fork, centre,
+    corner, edge), then the lowest cell. One fixed answer per position is an easier function to learn than a
+    random optimal move or every optimal move (which also over-weights quiet positions where all are)."""
+    return min(optimal_moves(board), key=lambda c: (_KIND_ORDER.index(move_reason(board, c).split()[0]), c))
 
 
 def _assistant(content: str) -> list[dict[str, str]]:
@@ -84,6 +127,7 @@ def tictactoe_sft(
     reasoning: bool | str = True,
     seed: int = 0,
     reach: str = "all",
+    kinds: list[str] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """``conversations`` rows: a position and an optimal answer.
 
@@ -91,16 +135,23 @@ def tictactoe_sft(
     against any opponent (use it as a second, upweighted source: these decide the exhaustive check).
 
     seats: ``both`` | ``X`` | ``O`` (which side is to move); sample: number of positions (seeded) or None
-    for all; moves: ``all_optimal`` (one row per optimal move) or ``one`` (one optimal move chosen by seed);
+    for all; moves: ``all_optimal`` (one row per optimal move), ``one`` (one optimal move chosen by seed)
+    or ``preferred`` (:func:`preferred_move`, one fixed answer per position); kinds: only positions of these
+    :func:`position_kind` kinds (``win``, ``block``, ``open``), e.g. a second source that upweights ``open``;
     reasoning: False (marker only), True (a reason line before the marker) or ``lines`` (the board's
     lines, then the reason line; see ``format.lines_text``).
     """
-    if moves not in ("all_optimal", "one"):
-        raise ConfigError(f"tictactoe_sft: moves must be 'all_optimal' or 'one', got {moves!r}")
+    if moves not in _MOVE_CHOICES:
+        raise ConfigError(f"tictactoe_sft: moves must be one of {', '.join(_MOVE_CHOICES)}, got {moves!r}")
     rng = random.Random(seed)
-    for board in _positions(seats, sample, seed, reach):
+    for board in _positions(seats, sample, seed, reach, kinds):
         best = optimal_moves(board)
-        cells = best if moves == "all_optimal" else [rng.choice(best)]
+        if moves == "all_optimal":
+            cells = best
+        elif moves == "preferred":
+            cells = [preferred_move(board)]
+        else:
+            cells = [rng.choice(best)]
         for cell in cells:
             yield {
                 "conversations": build_prompt(board) + _assistant(format_answer(board, cell, reasoning)),
@@ -125,8 +176,20 @@ def tictactoe_dpo(
     hard_pairs: bool = True,
     reasoning: bool | str = True,
     seed: int = 0,
+    chosen: str = "random",
+    kinds: list[str] | None = None,
+    rejected: str = "worse_moves",
 ) -> Iterator[dict[str, Any]]:
-    """``preference`` rows: chosen is an optimal move (seeded choice), rejected a worse one.
+    """``preference`` rows: chosen is an optimal move, rejected a worse one.
+
+    rejected: ``worse_moves`` (each rejected answer is a non-optimal move with its own true reasoning) or
+    ``misread_line`` (with ``reasoning: lines``, win and block positions only: the rejected answer names the
+    right pattern but the empty cell of another line — ``win XX3`` where the line is ``XX8`` —, the mistake
+    left after SFT; rejected cells are the legal non-optimal ones, ``pairs_per_position`` of them, seeded).
+
+    chosen: ``random`` (a seeded choice among the optimal moves) or ``preferred`` (:func:`preferred_move`:
+    the same answer SFT with ``moves: preferred`` taught, so DPO does not pull towards other optimal moves).
+    kinds: as for ``tictactoe_sft``.
 
     Positions where every legal move is optimal give no pair. pairs_per_position: how many rejected moves
     per position (``all`` for every non-optimal move), taken in :func:`rejected_order`. hard_pairs: when
@@ -137,8 +200,19 @@ def tictactoe_dpo(
         raise ConfigError(
             f"tictactoe_dpo: pairs_per_position must be >= 1 or 'all', got {pairs_per_position!r}"
         )
+    if chosen not in ("random", "preferred"):
+        raise ConfigError(f"tictactoe_dpo: chosen must be 'random' or 'preferred', got {chosen!r}")
+    if rejected not in ("worse_moves", "misread_line"):
+        raise ConfigError(
+            f"tictactoe_dpo: rejected must be 'worse_moves' or 'misread_line', got {rejected!r}"
+        )
+    if rejected == "misread_line":
+        if reasoning != "lines":
+            raise ConfigError("tictactoe_dpo: rejected 'misread_line' needs reasoning: lines")
+        yield from _misread_pairs(seats, sample, seed, chosen, kinds, pairs_per_position)
+        return
     rng = random.Random(seed)
-    for board in _positions(seats, sample, seed):
+    for board in _positions(seats, sample, seed, kinds=kinds):
         order = rejected_order(board)
         if not order:
             continue
@@ -150,12 +224,36 @@ def tictactoe_dpo(
             picked = order[:pairs_per_position]
         best = optimal_moves(board)
         for bad in picked:
-            good = rng.choice(best)
+            good = preferred_move(board) if chosen == "preferred" else rng.choice(best)
             yield {
                 "prompt": build_prompt(board),
                 "chosen": _assistant(format_answer(board, good, reasoning)),
                 "rejected": _assistant(format_answer(board, bad, reasoning)),
                 "meta": {"source": "tictactoe_dpo", "id": f"ttt-dpo-{board}-{good}-{bad}"},
+            }
+
+
+def _misread_pairs(
+    seats: str, sample: int | None, seed: int, chosen: str, kinds: list[str] | None, per_position: int | str
+) -> Iterator[dict[str, Any]]:
+    rng = random.Random(seed)
+    for board in _positions(seats, sample, seed, kinds=kinds):
+        if position_kind(board) == "open":
+            continue
+        best = optimal_moves(board)
+        good = preferred_move(board) if chosen == "preferred" else rng.choice(best)
+        lines, reason, _ = format_answer(board, good, "lines").split("\n")
+        kind, group = reason.split()
+        marks = group.rstrip("0123456789")
+        wrong = [c for c in legal_moves(board) if c not in best]
+        if per_position != "all" and per_position < len(wrong):
+            wrong = sorted(rng.sample(wrong, per_position))
+        for bad in wrong:
+            yield {
+                "prompt": build_prompt(board),
+                "chosen": _assistant(format_answer(board, good, "lines")),
+                "rejected": _assistant(f"{lines}\n{kind} {marks}{bad}\nMove: {bad}"),
+                "meta": {"source": "tictactoe_dpo", "id": f"ttt-dpo-misread-{board}-{good}-{bad}"},
             }
 
 
@@ -167,15 +265,18 @@ def tictactoe_rl(
     shuffle: bool = True,
     seed: int = 0,
     reach: str = "all",
+    kinds: list[str] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """``prompt_only`` rows with ``board`` and ``player`` columns for the rewards.
 
-    reach: as for ``tictactoe_sft``.
+    reach, kinds: as for ``tictactoe_sft``.
 
     min_legal_moves: skip positions with fewer legal moves (2 drops forced moves, which teach nothing);
     shuffle: seeded order, so a stage that reads the first N rows sees every ply.
     """
-    boards = [b for b in _positions(seats, sample, seed, reach) if len(legal_moves(b)) >= min_legal_moves]
+    boards = [
+        b for b in _positions(seats, sample, seed, reach, kinds) if len(legal_moves(b)) >= min_legal_moves
+    ]
     if shuffle:
         random.Random(seed).shuffle(boards)
     for board in boards:

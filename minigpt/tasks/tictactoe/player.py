@@ -46,6 +46,7 @@ class ModelPlayer:
         self.sampling, self.temperature, self.seed = sampling, temperature, seed
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
         self._calls = 0
+        self._greedy_cache: dict[str, str] = {}
         stop = [tokenizer.eos_token_id]
         im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
         if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
@@ -63,7 +64,19 @@ class ModelPlayer:
         ]
 
     def completions(self, boards: Sequence[str]) -> list[str]:
-        """Raw decoded completions (special tokens stripped), in batches of ``batch_size``."""
+        """Raw decoded completions (special tokens stripped), in batches of ``batch_size``.
+
+        Greedy answers are cached per board: an evaluation asks about the same positions many times (the
+        4,520-position sweep, then games and the exhaustive check), and greedy decoding is a function of the
+        board. Sampled answers are never cached."""
+        if self.sampling:
+            return self._generate(boards)
+        missing = list(dict.fromkeys(b for b in boards if b not in self._greedy_cache))
+        if missing:
+            self._greedy_cache.update(zip(missing, self._generate(missing), strict=True))
+        return [self._greedy_cache[b] for b in boards]
+
+    def _generate(self, boards: Sequence[str]) -> list[str]:
         import torch
 
         out: list[str] = []
