@@ -69,3 +69,73 @@ def copy_pairs(n: int, seed: int) -> list[dict]:
             }
         )
     return rows
+
+
+def run_interrupted_then_resumed(
+    run_fn, cfg_factory, interrupt_at: int, *, names=("full", "part"), before_resume=None, **resume_kw
+):
+    """Runs ``cfg_factory(names[0])`` to the end, then ``cfg_factory(names[1])`` interrupted (Ctrl-C) at the end of
+    step ``interrupt_at`` and resumed (``before_resume(cfg)`` runs in between; ``resume_kw`` go to the resumed
+    ``run_fn``). Returns (uninterrupted output dir, resumed output dir, the resumed run's summary)."""
+    import pytest
+
+    full = cfg_factory(names[0])
+    run_fn(full)
+    part = cfg_factory(names[1])
+    with pytest.raises(KeyboardInterrupt):
+        run_fn(part, callbacks=[InterruptAt(interrupt_at)])
+    if before_resume is not None:
+        before_resume(part)
+    part.resume = True
+    summary = run_fn(part, **resume_kw)
+    return Path(full.output_dir), Path(part.output_dir), summary
+
+
+def assert_same_weights(dir_a: Path, dir_b: Path, atol: float, name: str = "model.safetensors") -> dict:
+    """The safetensors file ``name`` holds the same tensors in both folders, within ``atol`` (rtol 0).
+    Returns the first folder's tensors."""
+    import torch
+    from safetensors.torch import load_file
+
+    a, b = load_file(Path(dir_a) / name), load_file(Path(dir_b) / name)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=atol, rtol=0)
+    return a
+
+
+def assert_same_logged(
+    dir_a: Path, dir_b: Path, keys, atol: float, steps=None, record_key: str = "train/loss"
+):
+    """The training records (those holding ``record_key``) of both runs log the same ``keys`` at each step, within
+    ``atol`` (rel 0); with ``steps``, the second run logged exactly those steps (none lost or logged twice)."""
+    import pytest
+
+    from minigpt.metrics import read_metrics
+
+    a = {r["step"]: r for r in read_metrics(Path(dir_a) / "metrics.jsonl") if record_key in r}
+    b = [r for r in read_metrics(Path(dir_b) / "metrics.jsonl") if record_key in r]
+    if steps is not None:
+        assert [r["step"] for r in b] == list(steps)  # no step lost or logged twice
+    for key in keys:
+        got = {r["step"]: r[key] for r in b}
+        assert got == pytest.approx({step: r[key] for step, r in a.items()}, abs=atol, rel=0), key
+
+
+def quarter_means(values: list[float]) -> tuple[float, float]:
+    """Means of the first and the last quarter of ``values``."""
+    q = max(1, len(values) // 4)
+    return sum(values[:q]) / q, sum(values[-q:]) / q
+
+
+def reward_quarters(records: list[dict], key: str = "train/reward") -> tuple[list[float], float, float]:
+    """The logged ``key`` series and the means of its first and last quarter."""
+    rewards = [r[key] for r in records if key in r]
+    return (rewards, *quarter_means(rewards))
+
+
+def assert_logged_keys(records: list[dict], expected: set[str]) -> set[str]:
+    """Every ``expected`` metric was logged at least once; returns all logged keys."""
+    keys = set().union(*records)
+    assert expected <= keys, expected - keys
+    return keys

@@ -4,9 +4,13 @@ resume reproduces an uninterrupted run, and every metric of DESIGN.md §5 that a
 import json
 
 import pytest
-import torch
-from safetensors.torch import load_file
-from support import EVERY_STAGE_METRICS, SMALL, InterruptAt
+from support import (
+    EVERY_STAGE_METRICS,
+    SMALL,
+    assert_same_logged,
+    assert_same_weights,
+    run_interrupted_then_resumed,
+)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from minigpt.errors import TrainingError
@@ -128,22 +132,20 @@ def test_sft_eval_loss_falls_and_metrics_are_complete(tmp_path, tiny_tokenizer_d
 
 def test_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer_dir, lm_data):
     common = {"max_steps": 12, "save_interval": 4, "eval_interval": 0, "log_interval": 2}
-    full = _cfg(tmp_path, tiny_tokenizer_dir, "sft", lm_data["conv"], "full", **common)
-    _run(full)
-    part = _cfg(tmp_path, tiny_tokenizer_dir, "sft", lm_data["conv"], "part", **common)
-    with pytest.raises(KeyboardInterrupt):
-        _run(part, callbacks=[InterruptAt(6)])
-    assert not (tmp_path / "part" / "stage.json").exists()
-    with pytest.raises(TrainingError, match="--resume"):
-        _run(part)  # an existing run is never silently restarted
-    part.resume = True
-    _run(part)
-    a = load_file(tmp_path / "full" / "model.safetensors")
-    b = load_file(tmp_path / "part" / "model.safetensors")
+
+    def interrupted(part):
+        assert not (tmp_path / "part" / "stage.json").exists()
+        with pytest.raises(TrainingError, match="--resume"):
+            _run(part)  # an existing run is never silently restarted
+
+    full, part, _ = run_interrupted_then_resumed(
+        _run,
+        lambda name: _cfg(tmp_path, tiny_tokenizer_dir, "sft", lm_data["conv"], name, **common),
+        6,
+        before_resume=interrupted,
+    )
     # Stated tolerance: identical up to float32 rounding (1e-6 absolute).
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
+    assert_same_weights(full, part, atol=1e-6)
     steps = [r["step"] for r in read_metrics(tmp_path / "part" / "metrics.jsonl") if "train/loss" in r]
     assert steps == sorted(set(steps)), "resume must not duplicate log steps"
     state = json.loads((tmp_path / "part" / "stage.json").read_text())
@@ -152,29 +154,14 @@ def test_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer_dir, lm_data)
 
 def test_midtrain_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer_dir, lm_data):
     common = {"max_steps": 10, "save_interval": 4, "eval_interval": 0, "log_interval": 1}
-    full = _cfg(tmp_path, tiny_tokenizer_dir, "midtrain", lm_data["conv"], "full", **common)
-    _run(full)
-    part = _cfg(tmp_path, tiny_tokenizer_dir, "midtrain", lm_data["conv"], "part", **common)
-    with pytest.raises(KeyboardInterrupt):
-        _run(part, callbacks=[InterruptAt(6)])
-    part.resume = True
-    summary = _run(part)  # restarts from checkpoint-4
-    assert summary["global_step"] == 10
-    a = load_file(tmp_path / "full" / "model.safetensors")
-    b = load_file(tmp_path / "part" / "model.safetensors")
-    assert a.keys() == b.keys()
+    full, part, summary = run_interrupted_then_resumed(
+        _run, lambda name: _cfg(tmp_path, tiny_tokenizer_dir, "midtrain", lm_data["conv"], name, **common), 6
+    )
+    assert summary["global_step"] == 10  # restarted from checkpoint-4
     # Stated tolerance: identical up to float32 rounding (1e-6 absolute); measured max difference 0.0.
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
-    full_loss = {
-        r["step"]: r["train/loss"]
-        for r in read_metrics(tmp_path / "full" / "metrics.jsonl")
-        if "train/loss" in r
-    }
-    part_records = [r for r in read_metrics(tmp_path / "part" / "metrics.jsonl") if "train/loss" in r]
-    assert [r["step"] for r in part_records] == list(range(1, 11))  # no step lost or logged twice
+    assert_same_weights(full, part, atol=1e-6)
     # Stated tolerance: measured max difference 0.0; tolerance 1e-6.
-    assert {r["step"]: r["train/loss"] for r in part_records} == pytest.approx(full_loss, abs=1e-6, rel=0)
+    assert_same_logged(full, part, ["train/loss"], atol=1e-6, steps=range(1, 11))
 
 
 def test_locked_output_dir_is_refused(tmp_path, tiny_tokenizer_dir, lm_data):

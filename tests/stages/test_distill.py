@@ -12,7 +12,14 @@ import pytest
 import torch
 from conftest import addition_conversations, synthetic_sentences
 from safetensors.torch import load_file
-from support import SMALL, InterruptAt, write_jsonl
+from support import (
+    SMALL,
+    InterruptAt,
+    assert_same_logged,
+    assert_same_weights,
+    run_interrupted_then_resumed,
+    write_jsonl,
+)
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments, set_seed
 
 from minigpt.errors import ConfigError
@@ -316,23 +323,13 @@ def test_reasoning_distill_resume_matches_uninterrupted_run(tmp_path, tiny_token
     train = write_jsonl(tmp_path / "train.jsonl", reasoning_rows(300, seed=1))
     common = {"max_steps": 10, "save_interval": 4, "eval_interval": 0, "log_interval": 1}
     algo = {"tag_loss_weight": 4.0}
-    _run(_cfg(tmp_path, tiny_tokenizer_dir, "reasoning_distill", train, "full", algo, **common))
-    part = _cfg(tmp_path, tiny_tokenizer_dir, "reasoning_distill", train, "part", algo, **common)
-    with pytest.raises(KeyboardInterrupt):
-        _run(part, callbacks=[InterruptAt(6)])
-    part.resume = True
-    summary = _run(part)  # restarts from checkpoint-4
-    assert summary["global_step"] == 10
-    a = load_file(tmp_path / "full" / "model.safetensors")
-    b = load_file(tmp_path / "part" / "model.safetensors")
-    assert a.keys() == b.keys()
+    full, part, summary = run_interrupted_then_resumed(
+        _run,
+        lambda name: _cfg(tmp_path, tiny_tokenizer_dir, "reasoning_distill", train, name, algo, **common),
+        6,
+    )
+    assert summary["global_step"] == 10  # restarted from checkpoint-4
     # Stated tolerance: identical up to float32 rounding (1e-6 absolute); measured max difference 0.0.
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
-    full = {r["step"]: r for r in read_metrics(tmp_path / "full" / "metrics.jsonl") if "train/loss" in r}
-    part_records = [r for r in read_metrics(tmp_path / "part" / "metrics.jsonl") if "train/loss" in r]
-    assert [r["step"] for r in part_records] == list(range(1, 11))  # no step lost or logged twice
-    keys = ("train/loss", "train/tag_loss")
-    for key in keys:  # Stated tolerance: measured max difference 0.0 (loss and tag loss); tolerance 1e-6.
-        got = {r["step"]: r[key] for r in part_records}
-        assert got == pytest.approx({step: r[key] for step, r in full.items()}, abs=1e-6, rel=0), key
+    assert_same_weights(full, part, atol=1e-6)
+    # Stated tolerance: measured max difference 0.0 (loss and tag loss); tolerance 1e-6.
+    assert_same_logged(full, part, ("train/loss", "train/tag_loss"), atol=1e-6, steps=range(1, 11))

@@ -4,8 +4,14 @@ match the live reference, and bad configs and rows fail early with a clear messa
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from support import EVERY_STAGE_METRICS, SMALL, InterruptAt, copy_pairs, write_jsonl
+from support import (
+    EVERY_STAGE_METRICS,
+    SMALL,
+    assert_same_weights,
+    copy_pairs,
+    run_interrupted_then_resumed,
+    write_jsonl,
+)
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
@@ -121,19 +127,13 @@ def _margins(model, tok, rows) -> torch.Tensor:
 
 def test_dpo_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer_dir, pairs):
     common = {"max_steps": 8, "save_interval": 4, "eval_interval": 0, "log_interval": 2}
-    _run(_cfg(tmp_path, tiny_tokenizer_dir, pairs, "full", **common))
-    part = _cfg(tmp_path, tiny_tokenizer_dir, pairs, "part", **common)
-    with pytest.raises(KeyboardInterrupt):
-        _run(part, callbacks=[InterruptAt(6)])
-    part.resume = True
-    summary = _run(part)  # restarts from checkpoint-4; the reference is rebuilt from the same initial model
+    # Restarts from checkpoint-4; the reference is rebuilt from the same initial model.
+    full, part, summary = run_interrupted_then_resumed(
+        _run, lambda name: _cfg(tmp_path, tiny_tokenizer_dir, pairs, name, **common), 6
+    )
     assert summary["global_step"] == 8
-    a = load_file(tmp_path / "full" / "model.safetensors")
-    b = load_file(tmp_path / "part" / "model.safetensors")
     # Stated tolerance: identical up to float32 rounding (1e-6 absolute).
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
+    assert_same_weights(full, part, atol=1e-6)
     steps = [r["step"] for r in read_metrics(tmp_path / "part" / "metrics.jsonl") if "train/loss" in r]
     assert steps == [2, 4, 6, 8]
 

@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
-from support import SMALL, InterruptAt
+from support import SMALL, InterruptAt, assert_logged_keys, reward_quarters
 from transformers import AutoTokenizer, TrainerCallback
 
 from minigpt.errors import ConfigError
@@ -91,21 +91,14 @@ def run(cfg, **kw):
     return run_stage(cfg, validate_algo(cfg), console=False, **kw)
 
 
-def quarter_means(values: list[float]) -> tuple[float, float]:
-    q = max(1, len(values) // 4)
-    return sum(values[:q]) / q, sum(values[-q:]) / q
-
-
 def test_grpo_reward_rises_and_metrics_are_complete(tmp_path, tiny_tokenizer_dir):
     SEEN.clear()
     summary = run(rl_cfg(tmp_path, tiny_tokenizer_dir, "grpo", "grpo"))
     records = read_metrics(tmp_path / "grpo" / "metrics.jsonl")
-    rewards = [r["train/reward"] for r in records if "train/reward" in r]
-    first, last = quarter_means(rewards)
+    rewards, first, last = reward_quarters(records)
     # Stated margin: random init scores ~0.05 (few digit tokens); the last quarter beats the first by 0.15+
     # (measured 0.06 → 0.47).
     assert last > first + 0.15, rewards
-    keys = set().union(*records)
     expected = {
         "train/reward",
         "train/reward_std",
@@ -120,7 +113,7 @@ def test_grpo_reward_rises_and_metrics_are_complete(tmp_path, tiny_tokenizer_dir
         "eval/reward/digit_reward",
         "eval/avg_response_len",
     }
-    assert expected <= keys, expected - keys
+    keys = assert_logged_keys(records, expected)
     assert "train/kl" not in keys  # beta = 0: no reference model, no KL (never faked)
     assert "eval/ppl" not in keys and "eval/loss" not in keys  # the policy loss is not a LM loss
     steps = [r for r in records if "train/loss" in r]

@@ -9,7 +9,13 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from support import SMALL, InterruptAt, copy_pairs, write_jsonl
+from support import (
+    SMALL,
+    assert_same_weights,
+    copy_pairs,
+    run_interrupted_then_resumed,
+    write_jsonl,
+)
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -162,35 +168,22 @@ def test_lora_dpo_raises_preference_accuracy(tmp_path, tiny_tokenizer_dir):
 
 def test_lora_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer_dir, lm_data):
     common = {"max_steps": 12, "save_interval": 4, "eval_interval": 0, "log_interval": 2}
-    full = _cfg(
-        tmp_path,
-        tiny_tokenizer_dir,
-        "sft",
-        [lm_data["conv"]],
-        "full",
-        lora={"r": 4, "dropout": 0.1},
-        **common,
+    full, part, _ = run_interrupted_then_resumed(
+        _run,
+        lambda name: _cfg(
+            tmp_path,
+            tiny_tokenizer_dir,
+            "sft",
+            [lm_data["conv"]],
+            name,
+            lora={"r": 4, "dropout": 0.1},
+            **common,
+        ),
+        6,
     )
-    _run(full)
-    part = _cfg(
-        tmp_path,
-        tiny_tokenizer_dir,
-        "sft",
-        [lm_data["conv"]],
-        "part",
-        lora={"r": 4, "dropout": 0.1},
-        **common,
-    )
-    with pytest.raises(KeyboardInterrupt):
-        _run(part, callbacks=[InterruptAt(6)])
-    part.resume = True
-    _run(part)
     # Stated tolerance: identical up to float32 rounding (1e-6 absolute); measured max difference 0.0.
     for name in ("model.safetensors", "adapter/adapter_model.safetensors"):
-        a, b = load_file(tmp_path / "full" / name), load_file(tmp_path / "part" / name)
-        assert a.keys() == b.keys()
-        for key in a:
-            torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
+        assert_same_weights(full, part, atol=1e-6, name=name)
 
 
 def test_lora_reward_model_trains_its_score_head(tmp_path, tiny_tokenizer_dir):

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from support import SMALL, InterruptAt
+from support import (
+    SMALL,
+    assert_logged_keys,
+    assert_same_weights,
+    reward_quarters,
+    run_interrupted_then_resumed,
+)
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -28,9 +34,9 @@ from minigpt.stages.onpolicy_ops import clipped_policy_losses, clipped_value_los
 from minigpt.stages.ppo import build_critic
 
 try:
-    from test_grpo import quarter_means, rl_cfg, run
+    from test_grpo import rl_cfg, run
 except ImportError:  # tests/stages became a package
-    from .test_grpo import quarter_means, rl_cfg, run
+    from .test_grpo import rl_cfg, run
 
 
 def onpolicy_cfg(tmp_path: Path, tok_dir: Path, stage: str, name: str, algo: dict | None = None, **train_kw):
@@ -71,13 +77,11 @@ def test_ppo_reward_rises_metrics_and_export(tmp_path, tiny_tokenizer_dir):
     summary = run(cfg)
     out = tmp_path / "ppo"
     records = read_metrics(out / "metrics.jsonl")
-    rewards = [r["train/reward"] for r in records if "train/reward" in r]
-    first, last = quarter_means(rewards)
+    rewards, first, last = reward_quarters(records)
     # Stated margin: from ~0.05-0.1 at random init the last quarter beats the first by 0.2+ (measured over
     # seeds 1, 2, 3, 7, 42 with this config: gains 0.30-0.64; seed 42, the default: 0.085 -> 0.389).
     assert last > first + 0.2, rewards
-    keys = set().union(*records)
-    assert keys >= PPO_METRICS, PPO_METRICS - keys
+    keys = assert_logged_keys(records, PPO_METRICS)
     assert "eval/loss" not in keys and "eval/ppl" not in keys  # evaluation scores samples: no LM loss
     steps = [r for r in records if "train/loss" in r]
     assert all(r["train/generation_seconds"] > 0 and r["train/update_seconds"] > 0 for r in steps)
@@ -171,24 +175,18 @@ def test_ppo_resume_equals_an_uninterrupted_run(tmp_path, tiny_tokenizer_dir):
     def cfg(name):
         return onpolicy_cfg(tmp_path, tiny_tokenizer_dir, "ppo", name, algo=algo, **train)
 
-    run(cfg("full"))
-    cut = cfg("cut")
-    with pytest.raises(KeyboardInterrupt):
-        run(cut, callbacks=[InterruptAt(3)])  # checkpoint-2 is mid-epoch (3 steps per epoch)
-    assert (tmp_path / "cut" / "checkpoints" / "checkpoint-2" / ONPOLICY_STATE).exists()
-    cut.resume = True
+    def cut_has_checkpoint_2(cut):  # checkpoint-2 is mid-epoch (3 steps per epoch)
+        assert (tmp_path / "cut" / "checkpoints" / "checkpoint-2" / ONPOLICY_STATE).exists()
+
     seen = _Steps()
-    run(cut, callbacks=[seen])
+    full_dir, cut_dir, _ = run_interrupted_then_resumed(
+        run, cfg, 3, names=("full", "cut"), before_resume=cut_has_checkpoint_2, callbacks=[seen]
+    )
     assert seen.steps == [3, 4, 5, 6]
     # Measured: bit-identical on CPU (sampling RNG restored from rng_state.pth, minibatch shuffles from the
     # same global RNG, critic + its optimizer and schedule from onpolicy_state.pt); the tolerance only
     # allows for a different BLAS.
-    full, resumed = (
-        load_file(tmp_path / "full" / "model.safetensors"),
-        load_file(tmp_path / "cut" / "model.safetensors"),
-    )
-    for key, value in full.items():
-        torch.testing.assert_close(resumed[key], value, atol=1e-6, rtol=0)
+    assert_same_weights(full_dir, cut_dir, atol=1e-6)
     critic_full, critic_cut = (
         torch.load(tmp_path / name / "checkpoints" / "checkpoint-6" / ONPOLICY_STATE, weights_only=True)
         for name in ("full", "cut")

@@ -6,8 +6,14 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from support import SMALL, InterruptAt, copy_pairs, write_jsonl
+from support import (
+    SMALL,
+    assert_same_logged,
+    assert_same_weights,
+    copy_pairs,
+    run_interrupted_then_resumed,
+    write_jsonl,
+)
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from minigpt.metrics import read_metrics
@@ -123,31 +129,14 @@ def _cfg(tmp_path, tok_dir, pairs, name, **train_kw):
 
 def test_reward_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer_dir, pairs):
     common = {"max_steps": 8, "save_interval": 4, "eval_interval": 0, "log_interval": 1}
-    full = _cfg(tmp_path, tiny_tokenizer_dir, pairs, "full", **common)
-    run_stage(full, validate_algo(full), console=False)
-    part = _cfg(tmp_path, tiny_tokenizer_dir, pairs, "part", **common)
-    with pytest.raises(KeyboardInterrupt):
-        run_stage(part, validate_algo(part), console=False, callbacks=[InterruptAt(6)])
-    part.resume = True
-    summary = run_stage(part, validate_algo(part), console=False)  # restarts from checkpoint-4
-    assert summary["global_step"] == 8
-    a = load_file(tmp_path / "full" / "model.safetensors")
-    b = load_file(tmp_path / "part" / "model.safetensors")
-    assert a.keys() == b.keys()
-    assert any(key.startswith("score.") for key in a)  # the new scoring head is saved and compared too
+    full, part, summary = run_interrupted_then_resumed(
+        lambda cfg, **kw: run_stage(cfg, validate_algo(cfg), console=False, **kw),
+        lambda name: _cfg(tmp_path, tiny_tokenizer_dir, pairs, name, **common),
+        6,
+    )
+    assert summary["global_step"] == 8  # restarted from checkpoint-4
     # Stated tolerance: identical up to float32 rounding (1e-6 absolute); measured max difference 0.0.
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
-    full_loss = {
-        r["step"]: r["train/loss"]
-        for r in read_metrics(tmp_path / "full" / "metrics.jsonl")
-        if "train/loss" in r
-    }
-    part_loss = [
-        (r["step"], r["train/loss"])
-        for r in read_metrics(tmp_path / "part" / "metrics.jsonl")
-        if "train/loss" in r
-    ]
-    assert [step for step, _ in part_loss] == list(range(1, 9))  # no step lost or logged twice
+    a = assert_same_weights(full, part, atol=1e-6)
+    assert any(key.startswith("score.") for key in a)  # the new scoring head is saved and compared too
     # Stated tolerance: measured max difference 0.0; tolerance 1e-6.
-    assert dict(part_loss) == pytest.approx(full_loss, abs=1e-6, rel=0)
+    assert_same_logged(full, part, ["train/loss"], atol=1e-6, steps=range(1, 9))

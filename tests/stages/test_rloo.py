@@ -3,17 +3,20 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
-from safetensors.torch import load_file
-from support import InterruptAt
+from support import (
+    assert_logged_keys,
+    assert_same_logged,
+    assert_same_weights,
+    reward_quarters,
+    run_interrupted_then_resumed,
+)
 
 from minigpt.metrics import read_metrics
 
 try:
-    from test_grpo import quarter_means, rl_cfg, run
+    from test_grpo import rl_cfg, run
 except ImportError:  # tests/stages became a package
-    from .test_grpo import quarter_means, rl_cfg, run
+    from .test_grpo import rl_cfg, run
 
 
 def test_rloo_reward_rises_with_kl(tmp_path, tiny_tokenizer_dir):
@@ -29,11 +32,9 @@ def test_rloo_reward_rises_with_kl(tmp_path, tiny_tokenizer_dir):
     summary = run(cfg)
     out = tmp_path / "rloo"
     records = read_metrics(out / "metrics.jsonl")
-    rewards = [r["train/reward"] for r in records if "train/reward" in r]
-    first, last = quarter_means(rewards)
+    rewards, first, last = reward_quarters(records)
     # Stated margin: from ~0.05 at random init, the last quarter beats the first by 0.15+ (measured 0.07 → 0.41).
     assert last > first + 0.15, rewards
-    keys = set().union(*records)
     expected = {
         "train/reward",
         "train/reward_std",
@@ -44,7 +45,7 @@ def test_rloo_reward_rises_with_kl(tmp_path, tiny_tokenizer_dir):
         "train/update_seconds",
         "eval/reward",
     }
-    assert expected <= keys, expected - keys
+    assert_logged_keys(records, expected)
     assert all(
         r["train/kl"] >= -1.0 for r in records if "train/kl" in r
     )  # first-order estimate: can dip below 0
@@ -55,25 +56,14 @@ def test_rloo_reward_rises_with_kl(tmp_path, tiny_tokenizer_dir):
 def test_rloo_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer_dir):
     common = {"max_steps": 6, "save_interval": 3, "eval_interval": 0, "log_interval": 1}
     algo = {"beta": 0.01, "normalize_advantages": True}  # beta > 0: the reference is rebuilt on resume too
-    run(rl_cfg(tmp_path, tiny_tokenizer_dir, "rloo", "full", algo=algo, **common))
-    part = rl_cfg(tmp_path, tiny_tokenizer_dir, "rloo", "part", algo=algo, **common)
-    with pytest.raises(KeyboardInterrupt):
-        run(part, callbacks=[InterruptAt(4)])
-    part.resume = True
-    summary = run(part)  # restarts from checkpoint-3: sampling must continue from the saved RNG state
+    # Restarts from checkpoint-3: sampling must continue from the saved RNG state.
+    full, part, summary = run_interrupted_then_resumed(
+        run, lambda name: rl_cfg(tmp_path, tiny_tokenizer_dir, "rloo", name, algo=algo, **common), 4
+    )
     assert summary["global_step"] == 6
-    a = load_file(tmp_path / "full" / "model.safetensors")
-    b = load_file(tmp_path / "part" / "model.safetensors")
-    assert a.keys() == b.keys()
     # Stated tolerance: identical up to float32 rounding (1e-6 absolute); measured max difference 0.0.
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
-    full = {r["step"]: r for r in read_metrics(tmp_path / "full" / "metrics.jsonl") if "train/loss" in r}
-    part_records = [r for r in read_metrics(tmp_path / "part" / "metrics.jsonl") if "train/loss" in r]
-    assert [r["step"] for r in part_records] == list(range(1, 7))  # no step lost or logged twice
+    assert_same_weights(full, part, atol=1e-6)
     # train/loss is ~1e-8 here (normalized advantages average to zero), so the reward and the KL to the
     # reference, which both depend on every sampled completion, are compared too.
-    keys = ("train/loss", "train/reward", "train/kl")
-    for key in keys:  # Stated tolerance: measured max difference 0.0 (loss, reward and KL); tolerance 1e-6.
-        got = {r["step"]: r[key] for r in part_records}
-        assert got == pytest.approx({step: r[key] for step, r in full.items()}, abs=1e-6, rel=0), key
+    # Stated tolerance: measured max difference 0.0 (loss, reward and KL); tolerance 1e-6.
+    assert_same_logged(full, part, ("train/loss", "train/reward", "train/kl"), atol=1e-6, steps=range(1, 7))

@@ -8,8 +8,13 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from support import InterruptAt
+from support import (
+    assert_logged_keys,
+    assert_same_logged,
+    assert_same_weights,
+    reward_quarters,
+    run_interrupted_then_resumed,
+)
 
 from minigpt.errors import ConfigError, TrainingError
 from minigpt.metrics import read_metrics
@@ -18,10 +23,8 @@ from minigpt.stages.onpolicy import ONPOLICY_STATE
 from minigpt.stages.spo_tracker import ValueTracker
 
 try:
-    from test_grpo import quarter_means
     from test_ppo import onpolicy_cfg, run
 except ImportError:  # tests/stages became a package
-    from .test_grpo import quarter_means
     from .test_ppo import onpolicy_cfg, run
 
 
@@ -30,12 +33,10 @@ def test_spo_reward_rises_and_tracks_prompts(tmp_path, tiny_tokenizer_dir):
     summary = run(cfg)
     out = tmp_path / "spo"
     records = read_metrics(out / "metrics.jsonl")
-    rewards = [r["train/reward"] for r in records if "train/reward" in r]
-    first, last = quarter_means(rewards)
+    rewards, first, last = reward_quarters(records)
     # Stated margin: from ~0.05-0.1 at random init the last quarter beats the first by 0.15+ (measured with
     # the paper's defaults over seeds 1, 2, 3, 7, 42: gains 0.23-0.43; seed 42, the default: 0.099 -> 0.529).
     assert last > first + 0.15, rewards
-    keys = set().union(*records)
     expected = {
         "train/reward",
         "train/reward_std",
@@ -50,7 +51,7 @@ def test_spo_reward_rises_and_tracks_prompts(tmp_path, tiny_tokenizer_dir):
         "eval/reward",
         "eval/reward/digit_reward",
     }
-    assert keys >= expected, expected - keys
+    keys = assert_logged_keys(records, expected)
     assert "train/kl" not in keys  # beta = 0: no reference model
     steps = [r for r in records if "train/spo/rho" in r]
     assert all(0.875 <= r["train/spo/rho"] <= 0.96 for r in steps)  # the adaptive factor stays clipped
@@ -77,16 +78,9 @@ def test_spo_resume_equals_an_uninterrupted_run(tmp_path, tiny_tokenizer_dir):
             tmp_path, tiny_tokenizer_dir, "spo", name, algo=algo, batch_size=8, grad_accum=2, **train
         )
 
-    run(cfg("full"))
-    cut = cfg("cut")
-    with pytest.raises(KeyboardInterrupt):
-        run(cut, callbacks=[InterruptAt(3)])
-    cut.resume = True
-    run(cut)
+    full_dir, cut_dir, _ = run_interrupted_then_resumed(run, cfg, 3, names=("full", "cut"))
     # Measured: bit-identical on CPU; the tolerance only allows for a different BLAS.
-    full, resumed = (load_file(tmp_path / n / "model.safetensors") for n in ("full", "cut"))
-    for key, value in full.items():
-        torch.testing.assert_close(resumed[key], value, atol=1e-6, rtol=0)
+    assert_same_weights(full_dir, cut_dir, atol=1e-6)
     states = [
         torch.load(tmp_path / n / "checkpoints" / "checkpoint-6" / ONPOLICY_STATE, weights_only=True)
         for n in ("full", "cut")
@@ -94,12 +88,9 @@ def test_spo_resume_equals_an_uninterrupted_run(tmp_path, tiny_tokenizer_dir):
     assert torch.equal(states[0]["sampler_rng"], states[1]["sampler_rng"])
     for key, value in states[0]["tracker"].items():
         torch.testing.assert_close(states[1]["tracker"][key], value, atol=1e-6, rtol=0)
-    rewards = [
-        [r["train/reward"] for r in read_metrics(tmp_path / n / "metrics.jsonl") if "train/reward" in r]
-        for n in ("full", "cut")
-    ]
-    assert len(rewards[1]) == 6
-    assert all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(*rewards, strict=True))
+    assert_same_logged(
+        full_dir, cut_dir, ["train/reward"], atol=1e-6, steps=range(1, 7), record_key="train/reward"
+    )
 
 
 def test_spo_fixed_forgetting_without_curriculum(tmp_path, tiny_tokenizer_dir):
