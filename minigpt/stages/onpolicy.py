@@ -27,13 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import Tensor
 from transformers import GenerationConfig, Trainer
 
-from minigpt.config import Strict
 from minigpt.errors import TrainingError
-from minigpt.rewards import RewardSpec
 from minigpt.stages.onpolicy_ops import kl_k3, masked_mean, pad_left
 from minigpt.stages.onpolicy_rollout import (
     Rollout,
@@ -45,40 +43,19 @@ from minigpt.stages.onpolicy_rollout import (
     sequence_logps,
     weighted_total,
 )
+from minigpt.stages.rl_common import SamplingParams
 
 ONPOLICY_STATE = "onpolicy_state.pt"
 """Written into each checkpoint next to the Trainer's files: the algorithm's own state (critic, tracker)."""
 
 
-class OnPolicyParams(Strict):
+class OnPolicyParams(SamplingParams):
     """``algo:`` fields shared by ``ppo`` and ``spo``."""
 
-    rewards: list[RewardSpec] = []
-    """Reward functions ``[{name, weight, args, label}]`` (a bare name = weight 1), as for grpo/rloo."""
-    max_prompt_length: int | None = Field(None, gt=0)
-    """Prompts longer than this many tokens (chat template included) are dropped, or refused with
-    ``data.overlong: error``. None: no limit."""
-    max_completion_length: int = Field(256, gt=0)
-    temperature: float = Field(1.0, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    top_k: int = Field(0, ge=0)
-    """0: no top-k filtering."""
-    beta: float = Field(0.0, ge=0)
-    """KL coefficient against the initial policy; 0 loads no reference model (and logs no ``train/kl``)."""
-    epsilon: float = Field(0.2, gt=0)
-    """Clip range of the policy ratio (lower side; also the upper one unless ``epsilon_high``)."""
-    epsilon_high: float | None = Field(None, gt=0)
     num_minibatches: int = Field(1, ge=1)
     """Minibatches (optimizer steps) per pass over a rollout of ``batch_size × grad_accum`` samples."""
     eval_sampling: bool = False
     """Sample at evaluation with the training temperature/top-p/top-k (seeded); default greedy."""
-
-    @field_validator("rewards", mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return [{"name": item} if isinstance(item, str) else item for item in value]
-        return value
 
 
 class OnPolicyTrainer(Trainer):

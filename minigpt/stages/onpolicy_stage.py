@@ -14,12 +14,12 @@ from typing import Any, ClassVar
 from datasets import Dataset
 from transformers import TrainingArguments
 
-from minigpt.errors import ConfigError, DataError
+from minigpt.errors import DataError
 from minigpt.rewards import NamedReward, build_rewards
 from minigpt.stages.base import Stage
 from minigpt.stages.onpolicy import OnPolicyParams
 from minigpt.stages.onpolicy_rollout import INDEX_COLUMN
-from minigpt.stages.rl_common import StepTimer, prompt_dataset
+from minigpt.stages.rl_common import StepTimer, check_reward_columns, prompt_dataset
 
 
 class OnPolicyStage(Stage):
@@ -50,13 +50,7 @@ class OnPolicyStage(Stage):
     def reward_functions(self, train_ds: Dataset) -> tuple[list[NamedReward], list[float]]:
         p = self.ctx.params
         funcs, weights = build_rewards(p.rewards) if p.rewards else ([], [])
-        for fn in funcs:
-            clash = sorted(set(fn.args) & set(train_ds.column_names))
-            if clash:
-                raise ConfigError(
-                    f"algo.rewards '{fn.__name__}': args.{clash[0]} is also a dataset column "
-                    "(the column would silently win): rename one of them"
-                )
+        check_reward_columns(funcs, train_ds.column_names)
         return funcs, weights
 
     def reference_model(self) -> Any:

@@ -33,15 +33,11 @@ _ROLES = ("system", "user", "assistant")
 # ---------------------------------------------------------------- config
 
 
-class RLParams(Strict):
-    """``algo:`` fields shared by the RL stages."""
+class SamplingParams(Strict):
+    """``algo:`` fields every RL stage shares (grpo and rloo on TRL, ppo and spo on the on-policy loop)."""
 
-    rewards: list[RewardSpec] = Field(min_length=1)
+    rewards: list[RewardSpec] = []
     """Reward functions: ``[{name, weight, args, label}]``; a bare name means weight 1, no args."""
-    num_generations: int = Field(8, ge=2)
-    """Completions sampled per prompt (the group)."""
-    num_generations_eval: int | None = Field(None, ge=1)
-    """Completions per held-out prompt at evaluation; default ``num_generations``."""
     max_prompt_length: int | None = Field(None, gt=0)
     """Prompts longer than this many tokens (chat template included) are dropped, or refused when
     ``data.overlong: error``. None: no limit."""
@@ -52,13 +48,9 @@ class RLParams(Strict):
     """0: no top-k filtering."""
     beta: float = Field(0.0, ge=0)
     """KL coefficient against the initial policy; 0 loads no reference model (and logs no ``train/kl``)."""
-    num_iterations: int = Field(1, ge=1)
-    """Optimisation passes over each generated batch (μ)."""
     epsilon: float = Field(0.2, gt=0)
     """Clip range of the policy ratio (lower side; also the upper one unless ``epsilon_high``)."""
     epsilon_high: float | None = Field(None, gt=0)
-    mask_truncated_completions: bool = False
-    """Leave completions cut at ``max_completion_length`` out of the loss."""
 
     @field_validator("rewards", mode="before")
     @classmethod
@@ -66,6 +58,32 @@ class RLParams(Strict):
         if isinstance(value, list):
             return [{"name": item} if isinstance(item, str) else item for item in value]
         return value
+
+
+class RLParams(SamplingParams):
+    """``algo:`` fields of the group-sampling stages on TRL (grpo, rloo)."""
+
+    rewards: list[RewardSpec] = Field(min_length=1)
+    """Reward functions: ``[{name, weight, args, label}]``; a bare name means weight 1, no args."""
+    num_generations: int = Field(8, ge=2)
+    """Completions sampled per prompt (the group)."""
+    num_generations_eval: int | None = Field(None, ge=1)
+    """Completions per held-out prompt at evaluation; default ``num_generations``."""
+    num_iterations: int = Field(1, ge=1)
+    """Optimisation passes over each generated batch (μ)."""
+    mask_truncated_completions: bool = False
+    """Leave completions cut at ``max_completion_length`` out of the loss."""
+
+
+def check_reward_columns(funcs: list[NamedReward], columns: list[str]) -> None:
+    """A reward's fixed ``args`` must not share a name with a dataset column (the column would win)."""
+    for fn in funcs:
+        clash = sorted(set(fn.args) & set(columns))
+        if clash:
+            raise ConfigError(
+                f"algo.rewards '{fn.__name__}': args.{clash[0]} is also a dataset column "
+                "(the column would silently win): rename one of them"
+            )
 
 
 def trl_kwargs(params: RLParams, weights: list[float]) -> dict[str, Any]:
@@ -362,13 +380,7 @@ class RLStage(Stage):
                 f"train.eval_batch_size × devices = {eval_bs} must be a multiple of the generations per eval "
                 f"prompt ({self._eval_generations()}: algo.num_generations_eval or algo.num_generations)"
             )
-        for fn in funcs:
-            clash = sorted(set(fn.args) & set(train_ds.column_names))
-            if clash:
-                raise ConfigError(
-                    f"algo.rewards '{fn.__name__}': args.{clash[0]} is also a dataset column "
-                    "(the column would silently win): rename one of them"
-                )
+        check_reward_columns(funcs, train_ds.column_names)
 
     def build_trainer(
         self, args_kwargs: dict[str, Any], train_ds: Dataset, eval_ds: Dataset | None, callbacks: list
