@@ -97,15 +97,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except MiniGPTError as exc:
         from minigpt.secrets import redact_text
 
         print(f"error: {redact_text(str(exc))}", file=sys.stderr)
+        shutdown(wait=False)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+        shutdown(wait=False)
         return 130
+    shutdown()
+    return code
+
+
+def shutdown(wait: bool = True) -> None:
+    """Close a process group the command opened (several processes); commands that never imported torch
+    (``--help``, ``data plan``) do not pay for importing it here."""
+    if "torch.distributed" in sys.modules:
+        from minigpt.distributed import shutdown as close_process_group
+
+        close_process_group(wait)
 
 
 def print_json(data: object) -> None:
