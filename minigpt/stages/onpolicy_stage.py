@@ -19,7 +19,8 @@ from minigpt.rewards import NamedReward, build_rewards
 from minigpt.stages.base import Stage
 from minigpt.stages.onpolicy import OnPolicyParams
 from minigpt.stages.onpolicy_rollout import INDEX_COLUMN
-from minigpt.stages.rl_common import StepTimer, check_reward_columns, prompt_dataset
+from minigpt.stages.prompt_data import prompt_dataset
+from minigpt.stages.rl_common import StepTimer, check_reward_columns, describe_rewards
 
 
 class OnPolicyStage(Stage):
@@ -73,9 +74,7 @@ class OnPolicyStage(Stage):
         funcs, weights = self.reward_functions(train_ds)
         extra = self.trainer_kwargs(train_ds)
         if funcs:
-            self.ctx.state.log.note(
-                "rewards: " + ", ".join(f"{f.__name__} × {w:g}" for f, w in zip(funcs, weights, strict=True))
-            )
+            self.ctx.state.log.note(describe_rewards(funcs, weights))
         timer = StepTimer(self.ctx.state)
         return self.trainer_class(
             model=self.ctx.model,

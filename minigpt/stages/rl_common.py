@@ -1,5 +1,6 @@
-"""What the TRL-based RL stages (grpo, rloo) share: the ``algo`` fields, prompt datasets, reward metric names,
-per-step generation/update timing, and the offline reference model (reward config wiring: ``minigpt.rewards``).
+"""What the TRL-based RL stages (grpo, rloo) share: the ``algo`` fields (their sampling part is also ppo's and
+spo's), reward metric names, per-step generation/update timing, and the offline reference model (prompt
+datasets: ``prompt_data``; reward config wiring: ``minigpt.rewards``).
 
 A stage built on this is a few lines: its TRL trainer and config classes and its own extra fields.
 
@@ -22,13 +23,11 @@ from pydantic import Field, field_validator
 from transformers import TrainerCallback
 
 from minigpt.config import Strict
-from minigpt.errors import ConfigError, DataError
+from minigpt.errors import ConfigError
 from minigpt.lora import is_peft
-from minigpt.rewards import RESERVED_NAMES, NamedReward, RewardSpec, build_rewards
+from minigpt.rewards import NamedReward, RewardSpec, build_rewards
 from minigpt.stages.base import RunState, Stage, StageContext
-
-_ROLES = ("system", "user", "assistant")
-
+from minigpt.stages.prompt_data import prompt_dataset
 
 # ---------------------------------------------------------------- config
 
@@ -86,6 +85,11 @@ def check_reward_columns(funcs: list[NamedReward], columns: list[str]) -> None:
             )
 
 
+def describe_rewards(funcs: list[NamedReward], weights: list[float]) -> str:
+    """The log line naming the rewards in use and their weights."""
+    return "rewards: " + ", ".join(f"{fn.__name__} × {w:g}" for fn, w in zip(funcs, weights, strict=True))
+
+
 def trl_kwargs(params: RLParams, weights: list[float]) -> dict[str, Any]:
     """TRL config keyword arguments for the shared ``algo`` fields and the reward weights: every shared
     field is a GRPOConfig/RLOOConfig field of the same name, except the two handled here."""
@@ -127,82 +131,6 @@ RL_METRIC_RENAMES: dict[str, str] = {
     **{f"completions/{k}": f"train/completions/{k}" for k in _COMPLETION_STATS},
     **{f"clip_ratio/{k}": f"train/clip_ratio/{k}" for k in _CLIP_STATS},
 }
-
-
-# ---------------------------------------------------------------- datasets
-
-
-def _prompt_messages(prompt: Any, where: str, source: str) -> list[dict[str, str]]:
-    if isinstance(prompt, str):  # a plain-text prompt is one user turn
-        prompt = [{"role": "user", "content": prompt}]
-    if not isinstance(prompt, list) or not prompt:
-        raise DataError(
-            f"{where}: expected a non-empty list of {{role, content}} messages", file=source, field="prompt"
-        )
-    out = []
-    for i, msg in enumerate(prompt):
-        if (
-            not isinstance(msg, dict)
-            or msg.get("role") not in _ROLES
-            or not isinstance(msg.get("content"), str)
-        ):
-            raise DataError(
-                f"{where}: message {i} must be {{role: system/user/assistant, content: str}}",
-                file=source,
-                field="prompt",
-            )
-        out.append({"role": msg["role"], "content": msg["content"]})  # drop extra keys: Arrow needs one shape
-    return out
-
-
-def prompt_dataset(
-    rows: list[dict[str, Any]],
-    source: str,
-    tokenizer: Any,
-    max_prompt_length: int | None,
-    overlong: str,
-    note: Any,
-) -> Dataset:
-    """A ``datasets.Dataset`` of ``prompt`` (messages) plus every other column of the rows, which TRL hands to
-    the reward functions by name."""
-    out, dropped = [], 0
-    for i, row in enumerate(rows):
-        where = f"row {i + 1}"
-        clash = sorted(set(row) & set(RESERVED_NAMES))
-        if clash:
-            raise DataError(
-                f"{where}: column '{clash[0]}' clashes with an argument the trainer passes to "
-                "reward functions; rename it",
-                file=source,
-                field=clash[0],
-            )
-        if "prompt" not in row:
-            raise DataError(
-                f"{where}: missing 'prompt' (prompt_only rows: prompt + task columns)", file=source
-            )
-        prompt = _prompt_messages(row["prompt"], where, source)
-        if max_prompt_length is not None:
-            text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-            n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-            if n > max_prompt_length:
-                if overlong == "error":
-                    raise DataError(
-                        f"{where}: prompt is {n} tokens, over algo.max_prompt_length "
-                        f"{max_prompt_length} (data.overlong: error)",
-                        file=source,
-                        field="prompt",
-                    )
-                dropped += 1  # a chat prompt cannot be cut without breaking its template: drop it
-                continue
-        out.append({**row, "prompt": prompt})
-    if dropped:
-        note(f"{source}: {dropped} prompts over {max_prompt_length} tokens dropped")
-    if not out:
-        raise DataError("no prompts left (all over algo.max_prompt_length?)", file=source)
-    try:
-        return Dataset.from_list(out)
-    except (TypeError, ValueError) as exc:  # pyarrow's errors subclass these
-        raise DataError(f"columns must have one type across rows: {exc}", file=source) from None
 
 
 # ---------------------------------------------------------------- timing and token counting
@@ -389,9 +317,7 @@ class RLStage(Stage):
         funcs, weights = build_rewards(p.rewards)
         self._check(train_ds, eval_ds, funcs)
         self.ctx.state.renames.update(reward_metric_renames([fn.__name__ for fn in funcs]))
-        self.ctx.state.log.note(
-            "rewards: " + ", ".join(f"{fn.__name__} × {w:g}" for fn, w in zip(funcs, weights, strict=True))
-        )
+        self.ctx.state.log.note(describe_rewards(funcs, weights))
         try:
             args = self.config_class(**args_kwargs, **trl_kwargs(p, weights), **self.algo_kwargs())
         except ValueError as exc:  # TRL's own consistency checks
