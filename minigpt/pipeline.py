@@ -3,6 +3,9 @@
 A manifest (``<run>/manifest.json``) records each stage's key (a hash of its resolved config chained with
 the keys of the stages before it) and status. A rerun skips finished stages whose key is unchanged, reruns a
 changed stage and everything after it, and resumes an interrupted stage from its newest checkpoint.
+
+Keys are computed with paths inside the run folder written as ``<run>/...``, so a run folder that is copied or
+moved keeps its keys and its finished stages are still skipped there.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -75,8 +79,74 @@ def _file_digest(path: str) -> str | None:
     return digest.hexdigest()[:16]
 
 
+RUN_PLACEHOLDER = "<run>"
+
+
+def _run_prefixes(run_dir: Path) -> list[str]:
+    # Every spelling a config may use for the run folder (as given, absolute, symlinks resolved); "." is
+    # left out: paths relative to a run folder that is the working directory do not move with it anyway.
+    spellings = {os.path.normpath(run_dir), os.path.abspath(run_dir), os.path.realpath(run_dir)}
+    return sorted((s for s in spellings if s != "."), key=len, reverse=True)
+
+
+def relative_to_run(data: Any, prefixes: list[str]) -> Any:
+    """``data`` with every string that is a path in the run folder written as ``<run>/...``."""
+    if isinstance(data, dict):
+        return {k: relative_to_run(v, prefixes) for k, v in data.items()}
+    if isinstance(data, list):
+        return [relative_to_run(v, prefixes) for v in data]
+    if not isinstance(data, str) or not data:
+        return data
+    norm = os.path.normpath(data)
+    for prefix in prefixes:
+        if norm == prefix:
+            return RUN_PLACEHOLDER
+        if norm.startswith(prefix + os.sep):
+            return f"{RUN_PLACEHOLDER}/{Path(norm[len(prefix) + 1 :]).as_posix()}"
+    return data
+
+
+def _is_inside(path: str, folders: list[str]) -> bool:
+    target = os.path.abspath(path)
+    return any(target == f or target.startswith(f + os.sep) for f in folders)
+
+
+class _Keys:
+    """Chains stage keys in today's form and in the form older versions wrote (absolute paths), so that a
+    manifest written before run-relative keys still has its finished stages skipped in place."""
+
+    def __init__(self, run_dir: Path):
+        self.prefixes = _run_prefixes(run_dir)
+        self.previous, self.previous_legacy = "", ""
+        self.earlier_outputs: list[str] = []
+
+    def add(self, config: Any, exclude: set[str], files: list[str], output_dir: str) -> tuple[str, str]:
+        digests = [_file_digest(f) for f in files]
+        legacy = _hash([self.previous_legacy, config.model_dump(mode="json", exclude=exclude), digests])
+        # Fields left at their defaults are not hashed: a field added to the config in a later version of
+        # miniGPT must not make every finished stage of an existing run look changed.
+        dump = config.model_dump(mode="json", exclude=exclude, exclude_defaults=True)
+        # A file an earlier stage wrote is covered by that stage's key (chained here); its content may not
+        # exist yet when the run is planned, so hashing it would change the key once it does.
+        digests = [
+            None if _is_inside(f, self.earlier_outputs) else d for f, d in zip(files, digests, strict=True)
+        ]
+        key = _hash([self.previous, relative_to_run(dump, self.prefixes), digests])
+        self.previous, self.previous_legacy = key, legacy
+        self.earlier_outputs.append(os.path.abspath(output_dir))
+        return key, legacy
+
+
 class PlannedStage:
-    def __init__(self, entry: StageEntry, config: Any, params: Any, key: str, output_dir: Path):
+    def __init__(
+        self,
+        entry: StageEntry,
+        config: Any,
+        params: Any,
+        key: str,
+        output_dir: Path,
+        legacy_key: str | None = None,
+    ):
         self.entry, self.config, self.params, self.key, self.output_dir = (
             entry,
             config,
@@ -84,8 +154,13 @@ class PlannedStage:
             key,
             output_dir,
         )
+        self.legacy_key = legacy_key
+        """The key as versions before run-relative keys computed it (accepted from an older manifest)."""
         self.action = "run"
         self.reason = ""
+
+    def key_matches(self, record: dict[str, Any]) -> bool:
+        return record.get("key") is not None and record.get("key") in (self.key, self.legacy_key)
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[Recipe, list[PlannedStage]]:
@@ -101,7 +176,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[R
         raise ConfigError(f"{path}: stage names must be unique; repeated: {', '.join(sorted(duplicates))}")
     run_dir = Path(recipe.output_dir or f"runs/{recipe.name}")
     planned: list[PlannedStage] = []
-    previous_key = ""
+    keys = _Keys(run_dir)
     model_dir: str | None = None
     tokenizer_dir: str | None = None
     for index, entry in enumerate(recipe.stages):
@@ -123,9 +198,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[R
             data.setdefault("output_dir", str(out))
             data = _resolve_tokenizer_paths(data, base)
             cfg = validate(TokenizerConfig, data, source, cfg_lines)
-            digests = [_file_digest(f) for f in cfg.files]
-            key = _hash([previous_key, cfg.model_dump(mode="json"), digests])
-            planned.append(PlannedStage(entry, cfg, None, key, out))
+            key, legacy = keys.add(cfg, set(), cfg.files, cfg.output_dir)
+            planned.append(PlannedStage(entry, cfg, None, key, out, legacy))
             tokenizer_dir = cfg.output_dir
         else:
             data = deep_merge(recipe.defaults, data)
@@ -143,13 +217,12 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[R
             data = resolve_paths(data, base)
             cfg = validate(StageConfig, data, source, cfg_lines)
             params = validate_algo(cfg, source, cfg_lines)
-            digests = [_file_digest(f) for f in cfg.data.train + cfg.data.validation]
+            files = cfg.data.train + cfg.data.validation
             if cfg.data.data_config:
-                digests.append(_file_digest(cfg.data.data_config))
-            key = _hash([previous_key, cfg.model_dump(mode="json", exclude={"resume"}), digests])
-            planned.append(PlannedStage(entry, cfg, params, key, out))
+                files = [*files, cfg.data.data_config]
+            key, legacy = keys.add(cfg, {"resume"}, files, str(out))
+            planned.append(PlannedStage(entry, cfg, params, key, out, legacy))
             model_dir = str(out)
-        previous_key = key
     return recipe, planned
 
 
@@ -188,12 +261,12 @@ def plan_actions(
         if only is not None and p.entry.name != only:
             p.action, p.reason = "skip", "not selected (--only)"
             continue
-        done = record.get("status") == "done" and record.get("key") == p.key and _output_complete(p)
+        done = record.get("status") == "done" and p.key_matches(record) and _output_complete(p)
         if forced or p.entry.name == only:
             p.action, p.reason = "rerun", "--from / --only"
         elif done and not changed_before:
             p.action, p.reason = "skip", "finished, inputs unchanged"
-        elif record.get("key") == p.key and record.get("status") == "running":
+        elif p.key_matches(record) and record.get("status") == "running":
             p.action, p.reason = "resume", "interrupted earlier: resume from the newest checkpoint"
         elif record:
             p.action, p.reason = (
@@ -246,6 +319,10 @@ def run_recipe(
         run_dir.mkdir(parents=True, exist_ok=True)
     manifest.setdefault("stages", {})
     manifest["recipe"] = recipe.name
+    for p in planned:
+        record = manifest["stages"].get(p.entry.name)
+        if record and p.legacy_key and record.get("key") == p.legacy_key:
+            record["key"] = p.key  # an older version's key for the same inputs: store it in today's form
     for p in planned:
         if p.action == "skip":
             continue

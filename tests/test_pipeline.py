@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from safetensors.torch import load_file
 from support import SMALL
 
 from minigpt.errors import ConfigError
-from minigpt.pipeline import run_recipe
+from minigpt.pipeline import load_recipe, read_manifest, relative_to_run, run_recipe
 
 
 def _recipe(tmp_path: Path, lm_data, run_dir: Path, sft_steps: int = 12, name: str = "recipe.yaml") -> Path:
@@ -81,6 +82,69 @@ def test_plan_skips_finished_and_reruns_changed(tmp_path, lm_data):
     assert [a for _, a, _ in plan] == ["skip", "skip", "rerun"]
     with pytest.raises(ConfigError, match="no stage named 'sfft'"):
         run_recipe(recipe, dry_run=True, console=False, from_stage="sfft")
+
+
+def _mtimes(run_dir: Path) -> dict[str, int]:
+    """Stage files only: every run rewrites the manifest, skipped stages or not."""
+    files = (f for f in run_dir.rglob("*") if f.is_file() and f.name != "manifest.json")
+    return {str(f.relative_to(run_dir)): f.stat().st_mtime_ns for f in files}
+
+
+def test_a_copied_run_folder_keeps_its_keys(tmp_path, lm_data):
+    run_dir, moved = tmp_path / "run", tmp_path / "elsewhere" / "run"
+    run_recipe(_recipe(tmp_path, lm_data, run_dir), console=False)
+    shutil.copytree(run_dir, moved)
+    recipe = _recipe(tmp_path, lm_data, moved, name="moved.yaml")
+    keys = {n: s["key"] for n, s in read_manifest(run_dir)["stages"].items()}
+    assert [p.key for p in load_recipe(recipe)[1]] == list(keys.values())
+    before = _mtimes(moved)
+    again = run_recipe(recipe, console=False)
+    assert [a for _, a, _ in again["plan"]] == ["skip", "skip", "skip"]
+    assert _mtimes(moved) == before  # nothing retrained
+    assert read_manifest(moved) == read_manifest(run_dir)
+    # --from the second stage in the copy: that stage and the next one retrain there, the original is untouched
+    original = _mtimes(run_dir)
+    rerun = run_recipe(recipe, console=False, from_stage="pretrain")
+    assert [a for _, a, _ in rerun["plan"]] == ["skip", "rerun", "rerun"]
+    after = _mtimes(moved)
+    for stage, changed in (("tokenizer", False), ("pretrain", True), ("sft", True)):
+        name = "tokenizer/tokenizer.json" if stage == "tokenizer" else f"{stage}/model.safetensors"
+        assert (after[name] != before[name]) == changed, name
+    assert yaml.safe_load((moved / "sft" / "config.yaml").read_text())["model"]["init"] == str(
+        moved / "pretrain"
+    )
+    assert _mtimes(run_dir) == original
+    # a changed config value still changes the key of that stage and the ones after it, and only those
+    edited = [p.key for p in load_recipe(_recipe(tmp_path, lm_data, moved, sft_steps=14, name="e.yaml"))[1]]
+    assert edited[:2] == list(keys.values())[:2] and edited[2] != keys["sft"]
+    edited = [p.key for p in load_recipe(recipe, overrides=["stages.1.config.train.max_steps=7"])[1]]
+    assert edited[0] == keys["tokenizer"] and all(k not in keys.values() for k in edited[1:])
+
+
+def test_keys_from_an_older_manifest_are_accepted_in_place(tmp_path, lm_data):
+    run_dir = tmp_path / "run"
+    recipe = _recipe(tmp_path, lm_data, run_dir)
+    run_recipe(recipe, console=False)
+    planned = load_recipe(recipe)[1]
+    assert all(p.legacy_key != p.key for p in planned)
+    manifest = read_manifest(run_dir)
+    for p in planned:  # the keys an older version wrote: hashes of the absolute paths
+        manifest["stages"][p.entry.name]["key"] = p.legacy_key
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    result = run_recipe(recipe, console=False)
+    assert [a for _, a, _ in result["plan"]] == ["skip", "skip", "skip"]
+    assert [s["key"] for s in read_manifest(run_dir)["stages"].values()] == [p.key for p in planned]
+
+
+def test_relative_to_run_rewrites_only_paths_in_the_run_folder(tmp_path):
+    run = tmp_path / "run"
+    data = {"a": str(run / "sft"), "b": [str(run), f"{run}2/x", "tiny"], "c": 3, "d": str(tmp_path / "x")}
+    assert relative_to_run(data, [str(run)]) == {
+        "a": "<run>/sft",
+        "b": ["<run>", f"{run}2/x", "tiny"],
+        "c": 3,
+        "d": str(tmp_path / "x"),
+    }
 
 
 @pytest.mark.slow
