@@ -81,8 +81,10 @@ class OnPolicyTrainer(Trainer):
         self.reward_weights = {fn.__name__: w for fn, w in zip(reward_funcs, reward_weights, strict=True)}
         self.minigpt_timer = timer
         disable_dropout(self.model)
-        self.ref_model = None
-        if ref_model is not None:
+        # A frozen copy of the initial policy, or (LoRA) a view of the policy with its adapter disabled, which
+        # holds no weights of its own and sets its own eval mode (OnPolicyStage.reference_model).
+        self.ref_model = ref_model
+        if isinstance(ref_model, torch.nn.Module):
             self.ref_model = ref_model.to(self.args.device).eval().requires_grad_(False)
             disable_dropout(self.ref_model)
         tok = self.processing_class

@@ -11,10 +11,12 @@ from __future__ import annotations
 import copy
 from typing import Any, ClassVar
 
+import torch
 from datasets import Dataset
 from transformers import TrainingArguments
 
 from minigpt.errors import DataError
+from minigpt.lora import is_peft
 from minigpt.rewards import NamedReward, build_rewards
 from minigpt.stages.base import Stage
 from minigpt.stages.onpolicy import OnPolicyParams
@@ -55,11 +57,15 @@ class OnPolicyStage(Stage):
         return funcs, weights
 
     def reference_model(self) -> Any:
-        """A frozen copy of the starting policy for the KL term; None when ``beta`` is 0. Copied in memory
-        before any checkpoint is loaded, so a resumed run keeps the original reference."""
+        """The initial policy for the KL term; None when ``beta`` is 0. Without LoRA, a frozen copy made in
+        memory before any checkpoint is loaded, so a resumed run keeps the original reference. With LoRA, no
+        second model: the policy itself with its adapter disabled (:class:`AdapterDisabledReference`)."""
         if self.ctx.params.beta == 0.0:
             return None
-        return copy.deepcopy(self.ctx.model)
+        model = self.ctx.model
+        if is_peft(model) and trains_adapter_only(model):
+            return AdapterDisabledReference(model)
+        return copy.deepcopy(model)
 
     def trainer_kwargs(self, train_ds: Dataset) -> dict[str, Any]:
         """The algorithm's own trainer arguments (PPO: critic and reward model; SPO: the tracker)."""
@@ -90,3 +96,35 @@ class OnPolicyStage(Stage):
             timer=timer,
             **extra,
         )
+
+
+def trains_adapter_only(model: torch.nn.Module) -> bool:
+    """Whether every trainable weight of a peft model belongs to its adapter (LoRA matrices, ``modules_to_save``
+    copies). ``lora.bias: all`` or ``lora_only`` trains the base layers' own biases, which disabling the
+    adapter does not undo; such a run needs a frozen copy as its reference."""
+    trainable = (name for name, param in model.named_parameters() if param.requires_grad)
+    return all(".lora_" in name or ".modules_to_save." in name for name in trainable)
+
+
+class AdapterDisabledReference:
+    """The reference policy of a LoRA run without a second copy of the model: the policy's own forward with
+    its adapter disabled (peft's ``disable_adapter``), in eval mode and without gradients, as TRL's DPO/GRPO
+    do for an adapter they create themselves. ``sequence_logps`` calls it like a model.
+
+    It is exactly the initial policy: the runner wraps the stage's starting model with a fresh adapter whose
+    B = 0, and training changes only adapter weights (``trains_adapter_only``). ``modules_to_save`` copies are
+    bypassed too: disabled, peft runs the original modules. On resume the Trainer loads only the adapter
+    (and those copies) from the checkpoint and leaves the base weights untouched, so this is still the
+    policy the run started from, not the one it resumed from."""
+
+    def __init__(self, policy: torch.nn.Module):
+        self.policy = policy
+
+    def __call__(self, **inputs: Any) -> Any:
+        was_training = self.policy.training
+        self.policy.eval()  # dropout off, as for a frozen copy
+        try:
+            with torch.no_grad(), self.policy.disable_adapter():
+                return self.policy(**inputs)
+        finally:
+            self.policy.train(was_training)

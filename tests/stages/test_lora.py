@@ -1,13 +1,17 @@
 """LoRA as an option of any stage: only the adapter trains, the merged export is exactly base + B·A·alpha/r and
-loads as a plain model with the trained logits, DPO/reward/GRPO train with an adapter, resume reproduces an
-uninterrupted run, an unmerged adapter folder feeds the next stage, and config mistakes name their key."""
+loads as a plain model with the trained logits, DPO/reward/GRPO train with an adapter, PPO/SPO's reference is
+the policy with its adapter disabled (no copy), resume reproduces an uninterrupted run, an unmerged adapter
+folder feeds the next stage, and config mistakes name their key."""
 
 from __future__ import annotations
 
+import copy
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
+from peft import get_peft_model
 from safetensors.torch import load_file
 from support import (
     SMALL,
@@ -24,9 +28,14 @@ from transformers import (
 )
 
 from minigpt.errors import ConfigError
+from minigpt.lora import LoRAConfig, peft_config
 from minigpt.metrics import read_metrics
+from minigpt.models.loading import ModelConfig, build_model
 from minigpt.runner import run_stage
 from minigpt.stages.config import StageConfig, load_stage_config, validate_algo
+from minigpt.stages.onpolicy_rollout import sequence_logps
+from minigpt.stages.onpolicy_stage import AdapterDisabledReference, OnPolicyStage, trains_adapter_only
+from minigpt.stages.ppo import PPOStage
 
 LORA = {"r": 8, "alpha": 16}
 BATCH = torch.tensor([[5, 17, 42, 99, 3, 250, 7, 64], [8, 8, 300, 12, 1, 2, 3, 4]])
@@ -295,7 +304,6 @@ def test_bad_lora_field_names_its_key(tmp_path, lora, message):
 
 def test_unknown_target_module_names_the_key(tiny_tokenizer_dir):
     from minigpt.lora import apply_lora
-    from minigpt.models.loading import ModelConfig, build_model
 
     cfg = StageConfig.model_validate(
         {
@@ -317,3 +325,75 @@ def test_lora_section_defaults():
     lora = StageConfig.model_validate({**base, "lora": {}}).lora  # present, even empty: on
     assert lora is not None and lora.merge and not lora.qlora and lora.target_modules == "all-linear"
     assert StageConfig.model_validate(base).lora is None
+
+
+@pytest.mark.parametrize("stage", ["ppo", "spo"])
+def test_lora_onpolicy_reference_is_the_disabled_adapter(tmp_path, tiny_tokenizer_dir, monkeypatch, stage):
+    rows = [{"prompt": [{"role": "user", "content": f"Write digits {i}"}]} for i in range(32)]
+    algo = {"rewards": [f"{__name__}:digits"], "max_completion_length": 6, "beta": 0.1}
+    algo.update({"init_samples": 0, "rho": 0.9} if stage == "spo" else {})
+    lora = {**LORA, "modules_to_save": ["norm"]}  # the final norm trains in full: bypassed when disabled too
+    train = [write_jsonl(tmp_path / "prompts.jsonl", rows)]
+    cfg = _cfg(tmp_path, tiny_tokenizer_dir, stage, train, stage, lora=lora, algo=algo, max_steps=4)
+    seen, steps, build = {}, [], OnPolicyStage.build_trainer
+
+    def build_and_watch(self, *args, **kwargs):  # check each step's rollout before it is optimised
+        trainer = seen["trainer"] = build(self, *args, **kwargs)
+        assert any(".modules_to_save." in n for n, p in trainer.model.named_parameters() if p.requires_grad)
+        initial = copy.deepcopy(trainer.model).merge_and_unload().eval()  # B = 0: a plain initial model
+        prepare = trainer.prepare_update
+
+        def check(rollout):
+            assert trainer.model.training  # the reference's eval mode was undone
+            with torch.no_grad():
+                expected = sequence_logps(initial, rollout, trainer.params.temperature, True)
+            ref, old, on = rollout.token["ref_logps"], rollout.token["old_logps"], rollout.completion_mask > 0
+            steps.append((float((ref - expected)[on].abs().max()), float((old - ref)[on].abs().mean())))
+            return prepare(rollout)
+
+        trainer.prepare_update = check
+        return trainer
+
+    monkeypatch.setattr(OnPolicyStage, "build_trainer", build_and_watch)
+    _run(cfg)
+    # No second model: the reference is a view of the trained peft model itself (not a Module: no weights).
+    ref = seen["trainer"].ref_model
+    assert isinstance(ref, AdapterDisabledReference) and ref.policy is seen["trainer"].model
+    # Per step (max |log π_ref − log π_initial|, mean |log π − log π_ref|): the reference is the initial model
+    # within 1e-6 at every step (measured 0.0); the policy, the initial one at step 1 (0.0), is 0.05+ away
+    # from it at step 4 (measured, seed 42: ppo 0.140, spo 0.145).
+    assert len(steps) == 4 and all(diff <= 1e-6 for diff, _ in steps), steps
+    assert steps[0][1] == 0.0 and steps[-1][1] > 0.05, steps
+    assert "train/kl" in set().union(*read_metrics(tmp_path / stage / "metrics.jsonl"))
+
+
+def test_adapter_disabled_reference_is_the_initial_model_in_eval_mode(tiny_tokenizer_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    # Attention dropout makes train-mode forwards random; biases let lora.bias train base weights.
+    overrides = {**SMALL, "attention_dropout": 0.5, "attention_bias": True}
+
+    def peft_model(**lora):
+        torch.manual_seed(0)
+        base = build_model(ModelConfig(init="tiny", overrides=overrides), tok, torch.device("cpu"))
+        return base, get_peft_model(copy.deepcopy(base), peft_config(LoRAConfig(**LORA, **lora), base))
+
+    initial, model = peft_model(modules_to_save=["norm"])
+    with torch.no_grad():  # a trained adapter: B ≠ 0 and the saved copy of the final norm changed
+        for param in (p for p in model.parameters() if p.requires_grad):
+            param.add_(torch.randn_like(param) * 0.5)
+    first = AdapterDisabledReference(model.train())(input_ids=BATCH).logits
+    assert model.training and not first.requires_grad
+    with torch.no_grad(), model.disable_adapter():
+        noisy = model(input_ids=BATCH).logits  # in train mode: dropout on
+    with torch.no_grad():
+        expected, trained = initial.eval()(input_ids=BATCH).logits, model.eval()(input_ids=BATCH).logits
+    # Measured (seed 0): ref vs initial 0.0; trained policy vs initial 1.07; train mode (dropout) vs eval 0.39.
+    torch.testing.assert_close(first, expected, atol=1e-6, rtol=0)
+    assert (trained - expected).abs().max() > 0.1 and (noisy - expected).abs().max() > 0.1
+    # lora.bias: all trains the base layers' biases, which disabling the adapter keeps: a frozen copy then.
+    _, biased = peft_model(bias="all")
+    assert trains_adapter_only(model) and not trains_adapter_only(biased)
+    cases, ns = ((model, 0.1), (biased, 0.1), (model, 0.0)), SimpleNamespace
+    refs = [PPOStage(ns(params=ns(beta=beta), model=m)).reference_model() for m, beta in cases]
+    assert isinstance(refs[0], AdapterDisabledReference) and refs[2] is None
+    assert isinstance(refs[1], torch.nn.Module)  # lora.bias trains base weights: a frozen copy
