@@ -11,6 +11,7 @@ from transformers import Trainer, TrainingArguments
 
 from minigpt.errors import DataError
 from minigpt.stages.base import Stage
+from minigpt.stages.chunked_loss import check_supported, head_computes_loss, shifted_targets
 from minigpt.stages.lm_data import (
     IGNORE,
     NUM_TOKENS_KEY,
@@ -23,17 +24,45 @@ from minigpt.stages.trainer import MiniGPTTrainerMixin
 
 
 class LMTrainer(MiniGPTTrainerMixin, Trainer):
-    """transformers' Trainer plus mean token accuracy (averaged over each log interval)."""
+    """transformers' Trainer plus mean token accuracy (averaged over each log interval) and, with
+    ``train.loss: chunked``, the fused head + cross-entropy of :mod:`minigpt.stages.chunked_loss`."""
 
     track_accuracy = False
+    chunked_head: torch.nn.Linear | None = None
+    chunk_elements: int = 1 << 25
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs.pop(NUM_TOKENS_KEY, None)  # evaluation batches still carry the collator's count
+        if self.chunked_head is not None:
+            return self._chunked_loss(model, inputs, return_outputs, num_items_in_batch)
         loss, outputs = super().compute_loss(
             model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
         )
         if self.track_accuracy:
             self.accumulate_accuracy(inputs["labels"], outputs.logits, model.training)
+        return (loss, outputs) if return_outputs else loss
+
+    def _chunked_loss(self, model, inputs, return_outputs, num_items_in_batch):
+        """The model is called without labels while its head returns the loss (see chunked_loss): the same
+        value transformers' loss gives, with ``num_items_in_batch`` as the denominator when the Trainer
+        counts tokens over the accumulated batch."""
+        inputs = dict(inputs)
+        targets = shifted_targets(inputs.pop("labels"))
+        with head_computes_loss(self.chunked_head, targets, num_items_in_batch, self.chunk_elements) as out:
+            outputs = model(**inputs)
+        loss = out["loss"]
+        aux = getattr(outputs, "aux_loss", None)  # MoE router balance, which the model adds only with labels
+        if aux is not None:
+            loss = loss + self.accelerator.unwrap_model(model).config.router_aux_loss_coef * aux.to(
+                loss.device
+            )
+        if self.track_accuracy and targets.count:
+            prefix = "train/" if model.training else "eval/"
+            # one host read per micro-batch, as the plain path's accuracy
+            self.minigpt_state.accumulate(
+                prefix + "mean_token_accuracy", int(out["correct"]) / targets.count, targets.count
+            )
+        outputs.logits = None  # it held the loss; nothing downstream may read it as logits
         return (loss, outputs) if return_outputs else loss
 
     @torch.no_grad()
@@ -90,4 +119,8 @@ class CausalLMStage(Stage):
             callbacks=callbacks,
         )
         trainer.track_accuracy = self.track_accuracy
+        train = self.ctx.cfg.train
+        if train.loss == "chunked":
+            trainer.chunked_head = check_supported(self.ctx.model)
+            trainer.chunk_elements = train.loss_chunk_elements
         return trainer

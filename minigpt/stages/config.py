@@ -58,6 +58,12 @@ class TrainConfig(Strict):
     gradient_checkpointing: bool = False
     compile: bool = False
     """torch.compile the model (GPU)."""
+    loss: Literal["plain", "chunked"] = "plain"
+    """Causal-LM stages (pretrain, midtrain, sft): ``chunked`` fuses the output head with the cross-entropy,
+    a chunk of tokens at a time, so the ``[tokens, vocab]`` logits are never held in full and positions
+    without a label (SFT prompts, padding) are skipped; same loss and gradients as ``plain``."""
+    loss_chunk_elements: int = Field(1 << 25, gt=0)
+    """For ``loss: chunked``: logit elements (tokens × vocab) computed at once."""
     optim: str = "auto"
     """auto: fused AdamW on GPU, AdamW on CPU; or any transformers optim name."""
     log_interval: int = Field(10, gt=0)
