@@ -96,6 +96,12 @@ def training_arguments(
         "seed": cfg.seed,
         "data_seed": cfg.seed,
         "dataloader_num_workers": t.num_workers,
+        "dataloader_prefetch_factor": t.prefetch_factor,
+        # workers kept between epochs and evaluations instead of being started again each time
+        "dataloader_persistent_workers": t.num_workers > 0,
+        "dataloader_pin_memory": device.type == "cuda",
+        # with pinned batches the host-to-GPU copy can overlap the previous step's kernels
+        "accelerator_config": {"non_blocking": device.type == "cuda"},
         "remove_unused_columns": False,
         "include_num_input_tokens_seen": "no",  # counted by the stage (knows its padding)
     }

@@ -112,7 +112,11 @@ class CausalLMStage(Stage):
         trainer = self.trainer_class(
             model=self.ctx.model,
             args=TrainingArguments(**args_kwargs),
-            data_collator=PadCollator(self.ctx.tokenizer.pad_token_id),
+            data_collator=PadCollator(
+                self.ctx.tokenizer.pad_token_id,
+                self.ctx.cfg.data.pad_to_multiple_of,
+                self.ctx.cfg.data.max_length,
+            ),
             train_dataset=train_ds,
             eval_dataset=eval_ds,
             processing_class=self.ctx.tokenizer,

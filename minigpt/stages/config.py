@@ -30,6 +30,10 @@ class DataSpec(Strict):
     """Pack sequences to ``max_length``: default on for pretrain/midtrain text, off for conversations."""
     overlong: Literal["truncate", "drop", "error"] = "truncate"
     """Rows longer than ``max_length`` (conversations): truncated (counted), dropped (counted), or refused."""
+    pad_to_multiple_of: int | None = Field(None, gt=0)
+    """Causal-LM stages: pad each batch's length up to a multiple of this (capped at ``max_length``), so a
+    compiled model (``train.compile``) sees a few shapes instead of one per batch length and does not keep
+    recompiling; the padding is computed but not counted or trained on."""
 
 
 class TrainConfig(Strict):
@@ -78,6 +82,16 @@ class TrainConfig(Strict):
     report_to: list[str] = []
     """Any of wandb, tensorboard, trackio."""
     num_workers: int = Field(0, ge=0)
+    """Data-loader worker processes that collate batches ahead of the training step (0: in the training
+    process). Batches are copied to the GPU from pinned memory either way."""
+    prefetch_factor: int | None = Field(None, gt=0)
+    """Batches each worker prepares ahead (needs ``num_workers`` > 0; PyTorch's default is 2)."""
+
+    @model_validator(mode="after")
+    def _check_prefetch(self) -> TrainConfig:
+        if self.prefetch_factor is not None and self.num_workers == 0:
+            raise ValueError("prefetch_factor needs num_workers > 0 (batches are prefetched by workers)")
+        return self
 
 
 class StageConfig(Strict):

@@ -219,11 +219,23 @@ class PadCollator:
     """Right-pads a batch. Packed rows (with position_ids) are all full length except the last block, which
     is padded with IGNORE labels and positions continuing its last document."""
 
-    def __init__(self, pad_token_id: int):
+    def __init__(
+        self, pad_token_id: int, pad_to_multiple_of: int | None = None, max_length: int | None = None
+    ):
         self.pad = pad_token_id
+        self.multiple = pad_to_multiple_of
+        self.max_length = max_length
+
+    def width(self, longest: int) -> int:
+        """The batch's padded length: the longest row, rounded up to ``pad_to_multiple_of`` when set (fewer
+        distinct shapes for a compiled model), but never past ``max_length`` because of the rounding."""
+        if not self.multiple:
+            return longest
+        rounded = -(-longest // self.multiple) * self.multiple
+        return max(longest, min(rounded, self.max_length or rounded))
 
     def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-        width = max(len(f["input_ids"]) for f in features)
+        width = self.width(max(len(f["input_ids"]) for f in features))
         packed = "position_ids" in features[0]
         ids, labels, mask, pos = [], [], [], []
         for f in features:
