@@ -38,6 +38,8 @@ def _command_line(args: argparse.Namespace) -> str:
             parts += [flag, str(value)]
     if args.no_compile:
         parts.append("--no-compile")
+    if args.loss != "plain":
+        parts += ["--loss", args.loss]
     if args.threads:
         parts += ["--threads", str(args.threads)]
     return shlex.join(parts)
@@ -56,6 +58,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         steps=args.steps,
         warmup=args.warmup,
         compile_project=not args.no_compile,
+        project_loss=args.loss,
         work_dir=args.work_dir,
         command=_command_line(args),
         quiet=args.quiet,
@@ -92,6 +95,12 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--output", metavar="JSON", help="also write the full report as JSON")
     bench.add_argument(
         "--no-compile", action="store_true", help="run the project's LM stages without train.compile on GPU"
+    )
+    bench.add_argument(
+        "--loss",
+        choices=("plain", "chunked"),
+        default="plain",
+        help="train.loss of the project's LM stages (chunked: fused head + cross-entropy)",
     )
     bench.add_argument(
         "--work-dir", help="keep the generated data and run folders here (default: a temp dir)"

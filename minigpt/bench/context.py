@@ -27,6 +27,8 @@ class BenchContext:
     work_dir: Path
     compile_project: bool
     """Run the project's LM stages with ``train.compile: true`` (GPU default)."""
+    project_loss: str = "plain"
+    """``train.loss`` of the project's LM stages (``chunked``: the fused head + cross-entropy)."""
     quiet: bool = False
     _tokenizers: dict[int, SynthTokenizer] = field(default_factory=dict)
 

@@ -53,6 +53,7 @@ def run_bench(
     steps: int | None = None,
     warmup: int | None = None,
     compile_project: bool = True,
+    project_loss: str = "plain",
     work_dir: str | Path | None = None,
     command: str = "minigpt bench",
     quiet: bool = False,
@@ -76,7 +77,9 @@ def run_bench(
     keep = work_dir is not None
     root = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="minigpt-bench-"))
     root.mkdir(parents=True, exist_ok=True)
-    ctx = BenchContext(device=device, work_dir=root, compile_project=compile_project, quiet=quiet)
+    ctx = BenchContext(
+        device=device, work_dir=root, compile_project=compile_project, project_loss=project_loss, quiet=quiet
+    )
     started = datetime.now(UTC)
     rows = []
     try:
@@ -99,6 +102,7 @@ def run_bench(
         "workloads": names,
         "shapes": {name: {"type": type(s).__name__, **asdict(s)} for name, s in shapes.items()},
         "project_compile": compile_project and device.kind == "cuda",
+        "project_loss": project_loss,
         "seconds": round((datetime.now(UTC) - started).total_seconds(), 1),
     }
     return build_report(rows, meta)

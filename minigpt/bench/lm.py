@@ -74,6 +74,7 @@ def project_stage(
         "batch_size": shape.batch,
         "warmup_steps": 0,
         "compile": compile_,
+        "loss": ctx.project_loss,
     }
     cfg = {
         "stage": stage,
