@@ -24,7 +24,7 @@ EXPECTED = {
     "pretrain-100m": ["project", "trl-sft", "plain-eager"],
     "sft-packed": ["project-sft-packed", "project-pretrain"],
     "grpo-step": ["project-grpo", "trl-grpo"],
-    "decode": ["generate-4seq", "generate-16seq"],
+    "decode": ["generate-4seq", "generate-4seq-static", "generate-16seq", "generate-16seq-static"],
 }
 _RATIO = re.compile(r"^\d+\.\d\dx ")
 
@@ -110,7 +110,10 @@ def test_token_accounting_is_exact(bench):
         assert 0 < row["tokens"] <= grpo.steps * grpo.prompts * grpo.generations * grpo.completion
         assert row["extra"]["generation_seconds_per_step"] > 0 and row["extra"]["update_seconds_per_step"] > 0
     decode = shape_for("decode", "tiny")
-    assert rows[("decode", "generate-16seq")]["tokens"] == 16 * decode.new_tokens * decode.steps
+    for impl in ("generate-16seq", "generate-16seq-static"):
+        assert rows[("decode", impl)]["tokens"] == 16 * decode.new_tokens * decode.steps
+    assert rows[("decode", "generate-16seq-static")]["settings"]["cache"].startswith("static")
+    assert rows[("decode", "generate-4seq-static")]["ratio_basis"] == "generate-4seq"  # the dynamic row
 
 
 def test_trl_baselines_record_what_was_changed(bench):
@@ -122,6 +125,8 @@ def test_trl_baselines_record_what_was_changed(bench):
     grpo = rows[("grpo-step", "trl-grpo")]["settings"]
     assert grpo["changed_from_defaults"]["per_device_train_batch_size"] == 8
     assert rows[("pretrain-26m", "project")]["settings"]["path"] == "minigpt.runner.run_stage"
+    # On a CPU the project's GRPO row keeps the dynamic KV cache (the static one is compiled on GPU only).
+    assert "cache_implementation" not in rows[("grpo-step", "project-grpo")]["settings"]["algo"]
 
 
 def test_real_shapes_are_the_design_shapes():

@@ -96,6 +96,11 @@ def project_grpo(ctx: BenchContext, shape: GRPOShape, tok: SynthTokenizer, data_
         "num_generations": shape.generations,
         "max_completion_length": shape.completion,
     }
+    if ctx.device.kind == "cuda":
+        # A static KV cache, so transformers compiles the decoding step (the warm-up step pays the compile).
+        # The bench's prompts all have one length, so the cache has one size without max_prompt_length. On
+        # a CPU nothing is compiled and static is no faster: the stage's default (dynamic) stays.
+        algo["cache_implementation"] = "static"
     cfg = {
         "stage": "grpo",
         "output_dir": str(ctx.work_dir / "grpo-step-project"),
@@ -176,12 +181,31 @@ def run_grpo_step(ctx: BenchContext, workload: str, shape: GRPOShape) -> list[Ro
     ]
 
 
-def decode_once(ctx: BenchContext, workload: str, shape: DecodeShape, tok: SynthTokenizer, n_seq: int) -> Row:
+def decode_name(n_seq: int, cache: str) -> str:
+    """``generate-<n>seq`` (dynamic KV cache) or ``generate-<n>seq-static``."""
+    return f"generate-{n_seq}seq" + ("-static" if cache == "static" else "")
+
+
+_CACHE_NOTES = {
+    "dynamic": "dynamic (transformers default)",
+    "static": "static (preallocated; decoding step compiled by transformers on GPU, not on CPU)",
+}
+
+
+def decode_once(
+    ctx: BenchContext,
+    workload: str,
+    shape: DecodeShape,
+    tok: SynthTokenizer,
+    n_seq: int,
+    cache: str = "dynamic",
+) -> Row:
     """``model.generate`` with sampling on ``n_seq`` prompts, every sequence forced to ``new_tokens``
-    (min_new_tokens), bf16 weights on GPU; tokens/s counts generated tokens only."""
+    (min_new_tokens), bf16 weights on GPU; tokens/s counts generated tokens only. ``cache``: ``dynamic`` or
+    ``static`` (on GPU transformers compiles the decoding step; the untimed warm-up calls pay the compile)."""
     dev = ctx.device.torch_device
-    name = f"generate-{n_seq}seq"
-    ctx.note(f"{workload}: {name} (model.generate, dynamic KV cache)")
+    name = decode_name(n_seq, cache)
+    ctx.note(f"{workload}: {name} (model.generate, {cache} KV cache)")
     probe = ctx.probe()
     model = ctx.fresh_model(shape.preset, shape.overrides, tok, tok.load()).to(dev)
     if dev.type == "cuda":
@@ -199,6 +223,8 @@ def decode_once(ctx: BenchContext, workload: str, shape: DecodeShape, tok: Synth
         "pad_token_id": tok.pad_id,
         "eos_token_id": tok.eos_id,
     }
+    if cache == "static":
+        kwargs["cache_implementation"] = "static"
     with torch.inference_mode():
         for _ in range(shape.warmup):
             model.generate(ids, **kwargs)
@@ -223,7 +249,7 @@ def decode_once(ctx: BenchContext, workload: str, shape: DecodeShape, tok: Synth
             "prompt_tokens": shape.prompt_len,
             "new_tokens": shape.new_tokens,
             "dtype": "bfloat16" if dev.type == "cuda" else "float32",
-            "cache": "dynamic (transformers default)",
+            "cache": _CACHE_NOTES[cache],
             "sampling": "temperature 1.0, top_k 0, top_p 1.0",
         },
     )
@@ -235,6 +261,7 @@ def decode_once(ctx: BenchContext, workload: str, shape: DecodeShape, tok: Synth
 def run_decode(ctx: BenchContext, workload: str, shape: DecodeShape) -> list[Row]:
     tok = ctx.tokenizer(shape.preset, shape.overrides)
     return [
-        ctx.attempt(workload, f"generate-{n}seq", decode_once, ctx, workload, shape, tok, n)
+        ctx.attempt(workload, decode_name(n, cache), decode_once, ctx, workload, shape, tok, n, cache)
         for n in shape.sequences
+        for cache in ("dynamic", "static")
     ]

@@ -35,6 +35,7 @@ from minigpt.errors import TrainingError
 from minigpt.stages.onpolicy_ops import kl_k3, masked_mean, pad_left
 from minigpt.stages.onpolicy_rollout import (
     Rollout,
+    build_generation_config,
     decode_completions,
     encode_prompts,
     keep_rows,
@@ -159,17 +160,8 @@ class OnPolicyTrainer(Trainer):
             self.minigpt_timer.generation += time.perf_counter() - start
 
     def generation_config(self, sample: bool) -> GenerationConfig:
-        p = self.params
-        kwargs: dict[str, Any] = {"do_sample": False}
-        if sample:
-            kwargs = {"do_sample": True, "temperature": p.temperature, "top_p": p.top_p, "top_k": p.top_k}
-        return GenerationConfig(
-            max_new_tokens=p.max_completion_length,
-            eos_token_id=self.eos_id,
-            pad_token_id=self.pad_id,
-            use_cache=True,
-            **kwargs,
-        )
+        """Sampling (or greedy) with the ``algo.cache_implementation`` KV cache (``onpolicy_rollout``)."""
+        return build_generation_config(self.params, sample, self.eos_id, self.pad_id)
 
     @torch.no_grad()
     def make_rollout(self, rows: list[dict[str, Any]], train: bool, sample: bool = True) -> Rollout:

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from transformers import GenerationConfig
 
 from minigpt.stages.onpolicy_ops import (
     completion_mask,
@@ -17,6 +18,7 @@ from minigpt.stages.onpolicy_ops import (
     position_ids,
     token_logps,
 )
+from minigpt.stages.rl_common import SamplingParams, static_cache_kwargs
 
 INDEX_COLUMN = "_minigpt_index"
 """A column the loop adds to the training prompts (their position in the dataset): the SPO tracker's key.
@@ -113,6 +115,30 @@ def encode_prompts(tokenizer: Any, prompts: list[list[dict[str, str]]]) -> list[
     """Token ids of each prompt rendered with the chat template and the assistant header."""
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def build_generation_config(
+    params: SamplingParams, sample: bool, eos_id: int, pad_id: int
+) -> GenerationConfig:
+    """How the loop samples (``sample``: the ``algo`` temperature/top-p/top-k; else greedy), with the
+    ``algo.cache_implementation`` KV cache. A fresh config per call: the model's own ``generation_config``
+    (saved with the exported folder) is never touched."""
+    kwargs: dict[str, Any] = {"do_sample": False}
+    if sample:
+        kwargs = {
+            "do_sample": True,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "top_k": params.top_k,
+        }
+    return GenerationConfig(
+        max_new_tokens=params.max_completion_length,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+        use_cache=True,
+        **kwargs,
+        **static_cache_kwargs(params),
+    )
 
 
 @torch.no_grad()

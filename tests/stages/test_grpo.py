@@ -1,6 +1,6 @@
 """GRPO through the shared runner on a tiny random-init model: the mean reward rises on a verifiable task,
 dataset columns reach the reward function, every RL metric of DESIGN.md §5 is logged, config mistakes are
-named, and an interrupted run resumes from its checkpoint."""
+named, an interrupted run resumes from its checkpoint, and the static KV cache reaches TRL's generation."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import random
 from pathlib import Path
 
 import pytest
-from support import SMALL, InterruptAt, assert_logged_keys, reward_quarters
+from support import SMALL, InterruptAt, assert_logged_keys, assert_same_logged, reward_quarters
 from transformers import AutoTokenizer, TrainerCallback
 
 from minigpt.errors import ConfigError
 from minigpt.metrics import read_metrics
 from minigpt.rewards import RewardSpec, build_rewards
 from minigpt.runner import run_stage
-from minigpt.stages.config import StageConfig, validate_algo
+from minigpt.stages.config import StageConfig, load_stage_config, validate_algo
 from minigpt.stages.rl_common import RLTrainerMixin, reward_metric_renames
 
 DIGITS = "0123456789"
@@ -91,6 +91,38 @@ def run(cfg, **kw):
     return run_stage(cfg, validate_algo(cfg), console=False, **kw)
 
 
+def spy_generate(monkeypatch, force_compile: bool = False) -> list[dict]:
+    """Records, for every ``generate`` call, the KV-cache settings of the generation config it received, the
+    length of the static cache transformers built (the longest so far for this model; None: no static cache
+    yet), whether transformers compiled the decoding step, and the model's device. ``force_compile``: on a
+    CPU, let transformers compile as it would on a GPU (inductor instead of CUDA graphs)."""
+    from transformers import CompileConfig
+    from transformers.generation.utils import GenerationMixin
+
+    seen: list[dict] = []
+    original = GenerationMixin.generate
+
+    def generate(self, *args, **kwargs):
+        config = kwargs.get("generation_config")
+        if force_compile and config is not None and self.device.type == "cpu":
+            config.compile_config = CompileConfig(mode="default")
+            config.compile_config._compile_all_devices = True  # transformers' switch for compiling off a GPU
+        out = original(self, *args, **kwargs)
+        keys = ("cache_implementation", "max_cache_len", "disable_compile")
+        seen.append(
+            {
+                **{key: getattr(config, key, None) for key in keys},
+                "cache_built": getattr(self, "_previous_max_cache_length", None),
+                "compiled": hasattr(self, "_compiled_call"),
+                "device": self.device.type,
+            }
+        )
+        return out
+
+    monkeypatch.setattr(GenerationMixin, "generate", generate)
+    return seen
+
+
 def test_grpo_reward_rises_and_metrics_are_complete(tmp_path, tiny_tokenizer_dir):
     SEEN.clear()
     summary = run(rl_cfg(tmp_path, tiny_tokenizer_dir, "grpo", "grpo"))
@@ -161,6 +193,68 @@ def test_unknown_reward_and_bad_args_are_config_errors(tmp_path, tiny_tokenizer_
     cfg = rl_cfg(tmp_path, tiny_tokenizer_dir, "grpo", "bad", algo={"loss_type": "ppo"})
     with pytest.raises(ConfigError, match="loss_type"):
         validate_algo(cfg)
+
+
+def test_grpo_static_cache_reaches_trl_generation(tmp_path, tiny_tokenizer_dir, monkeypatch):
+    """algo.cache_implementation: static reaches the generate calls of TRL's GRPOTrainer with the cache sized
+    max_prompt_length + max_completion_length and compiling allowed (TRL disables it), or not with
+    compile_generation: false. Compiling is forced on a CPU (transformers compiles only on a GPU by itself),
+    so the compiled step runs inside TRL's loop here too and the run logs what the dynamic-cache run logs.
+    The exported folder's generation config stays the plain one."""
+    import torch
+
+    seen = spy_generate(monkeypatch, force_compile=True)
+    train = {"max_steps": 2, "eval_interval": 0, "log_interval": 1}
+
+    def cfg(name: str, **algo):
+        algo = {"max_prompt_length": 48, **algo}
+        return rl_cfg(tmp_path, tiny_tokenizer_dir, "grpo", name, algo=algo, **train)
+
+    torch._dynamo.reset()
+    try:
+        run(cfg("dynamic"))
+        assert seen and all(s["cache_implementation"] is None and not s["compiled"] for s in seen)
+        seen.clear()
+        summary = run(cfg("static", cache_implementation="static"))
+        assert summary["global_step"] == 2 and len(seen) == 3  # one generation batch per step, then eval
+        for s in seen:
+            assert s["cache_implementation"] == "static" and s["max_cache_len"] == 48 + 8
+            assert s["disable_compile"] is False and s["cache_built"] == 48 + 8 and s["compiled"]
+        if seen[0]["device"] == "cpu":  # on a GPU, compiled bf16 kernels round differently
+            # Measured on CPU (inductor): identical rewards and losses (max difference 0.0); tolerance 1e-6.
+            keys = ("train/reward", "train/loss")
+            assert_same_logged(tmp_path / "dynamic", tmp_path / "static", keys, atol=1e-6)
+        saved = json.loads((tmp_path / "static" / "generation_config.json").read_text(encoding="utf-8"))
+        assert not {"cache_implementation", "max_cache_len", "disable_compile", "compile_config"} & set(saved)
+        seen.clear()
+        run(cfg("uncompiled", cache_implementation="static", compile_generation=False))
+        assert seen and all(s["disable_compile"] is True and not s["compiled"] for s in seen)
+    finally:
+        torch._dynamo.reset()
+
+
+@pytest.mark.parametrize(
+    ("algo", "message"),
+    [
+        (
+            "cache_implementation: staticc",
+            r"c\.yaml:\d+: key 'algo\.cache_implementation'.*'dynamic' or 'static'",
+        ),
+        (
+            "compile_generation: false",
+            r"c\.yaml.*compile_generation: false only applies to cache_implementation",
+        ),
+    ],
+)
+def test_bad_cache_settings_name_file_and_field(tmp_path, algo, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "stage: grpo\noutput_dir: out\nmodel: {init: tiny, tokenizer: tok}\ndata: {train: [x.jsonl]}\n"
+        f"algo:\n  rewards: [length]\n  {algo}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=message):
+        load_stage_config(path)
 
 
 def test_batch_must_hold_whole_groups(tmp_path, tiny_tokenizer_dir):

@@ -67,3 +67,22 @@ def test_rloo_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer_dir):
     # reference, which both depend on every sampled completion, are compared too.
     # Stated tolerance: measured max difference 0.0 (loss, reward and KL); tolerance 1e-6.
     assert_same_logged(full, part, ("train/loss", "train/reward", "train/kl"), atol=1e-6, steps=range(1, 7))
+
+
+def test_rloo_config_takes_the_static_cache(tmp_path):
+    """The shared algo.cache_implementation reaches RLOOConfig as TRL's cache_implementation plus the fixed
+    cache length in generation_kwargs; the dynamic default leaves TRL's own defaults (None) untouched."""
+    from trl import RLOOConfig
+
+    from minigpt.stages.rl_common import trl_kwargs
+    from minigpt.stages.rloo import RLOOParams
+
+    def config(**algo):
+        params = RLOOParams(rewards=["length"], max_completion_length=16, **algo)
+        return RLOOConfig(output_dir=str(tmp_path), use_cpu=True, **trl_kwargs(params, [1.0]))
+
+    static = config(cache_implementation="static", max_prompt_length=40)
+    assert static.cache_implementation == "static" and static.generation_kwargs == {"max_cache_len": 56}
+    assert config(cache_implementation="static").generation_kwargs is None  # no prompt limit: cache grows
+    plain = config()
+    assert plain.cache_implementation is None and plain.generation_kwargs is None
