@@ -111,6 +111,13 @@ def _is_inside(path: str, folders: list[str]) -> bool:
     return any(target == f or target.startswith(f + os.sep) for f in folders)
 
 
+_NEWER_THAN_LEGACY_KEYS = {
+    "train": ("loss", "loss_chunk_elements", "prefetch_factor"),
+    "data": ("pad_to_multiple_of",),
+}
+"""Config fields added after the last version that wrote legacy keys (it could not have dumped them)."""
+
+
 class _Keys:
     """Chains stage keys in today's form and in the form older versions wrote (absolute paths), so that a
     manifest written before run-relative keys still has its finished stages skipped in place."""
@@ -122,7 +129,11 @@ class _Keys:
 
     def add(self, config: Any, exclude: set[str], files: list[str], output_dir: str) -> tuple[str, str]:
         digests = [_file_digest(f) for f in files]
-        legacy = _hash([self.previous_legacy, config.model_dump(mode="json", exclude=exclude), digests])
+        legacy_dump = config.model_dump(mode="json", exclude=exclude)
+        for section, fields in _NEWER_THAN_LEGACY_KEYS.items():  # as older versions dumped the config
+            for name in fields:
+                legacy_dump.get(section, {}).pop(name, None)
+        legacy = _hash([self.previous_legacy, legacy_dump, digests])
         # Fields left at their defaults are not hashed: a field added to the config in a later version of
         # miniGPT must not make every finished stage of an existing run look changed.
         dump = config.model_dump(mode="json", exclude=exclude, exclude_defaults=True)
