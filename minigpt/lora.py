@@ -74,6 +74,26 @@ def is_peft(model: Any) -> bool:
     return isinstance(model, PeftModel)
 
 
+def trains_adapter_only(model: torch.nn.Module) -> bool:
+    """Whether every trainable weight of a peft model belongs to its adapter (LoRA matrices, ``modules_to_save``
+    copies). ``lora.bias: all`` or ``lora_only`` trains the base layers' own biases, which disabling the
+    adapter does not undo; such a run needs a frozen copy as its reference."""
+    trainable = (name for name, param in model.named_parameters() if param.requires_grad)
+    return all(".lora_" in name or ".modules_to_save." in name for name in trainable)
+
+
+def check_adapter_reference(model: Any, stage: str) -> None:
+    """For TRL's grpo/rloo, whose KL reference with LoRA is a frozen copy of the adapter on the same base
+    model: refuse a run that also trains the base layers' biases, which that reference would share."""
+    if is_peft(model) and not trains_adapter_only(model):
+        bias = model.peft_config["default"].bias
+        raise ConfigError(
+            f"lora.bias: {bias} trains the base model's biases, which TRL's {stage} reference (a frozen copy "
+            "of the adapter on the same base model) shares, so the KL term would be measured against a moving "
+            "reference; use lora.bias: none, algo.beta: 0, or the ppo/spo stages (which keep a frozen copy)"
+        )
+
+
 def check_qlora(cfg: LoRAConfig, device: torch.device) -> None:
     """QLoRA needs a CUDA device and bitsandbytes: say so before anything is loaded."""
     if not cfg.qlora:

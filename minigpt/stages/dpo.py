@@ -15,7 +15,7 @@ from trl import DPOConfig, DPOTrainer
 
 from minigpt.config import Strict
 from minigpt.errors import ConfigError
-from minigpt.lora import is_peft
+from minigpt.lora import is_peft, trains_adapter_only
 from minigpt.registry import STAGES
 from minigpt.stages.preference_data import PreferenceStage
 from minigpt.stages.trainer import MiniGPTTrainerMixin
@@ -99,6 +99,8 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     """The reference policy: the model as it is before training, without gradients. Built explicitly because
     TRL would otherwise reload the model by its name, which fails for a preset (no name) and offline."""
     ref = copy.deepcopy(model)
+    if is_peft(ref):  # a plain model for TRL (it patches the backbone's forward): the fresh adapter is zero
+        ref = ref.merge_and_unload()
     ref.requires_grad_(False)
     return ref.eval()
 
@@ -135,9 +137,10 @@ class DPOStage(PreferenceStage):
         # With precomputed log-probs TRL scores the data with the policy before its first step (the policy then
         # still is the reference, also on resume: checkpoint weights are loaded later), so no copy is needed.
         # With LoRA (a peft model) TRL keeps a frozen copy of the fresh adapter as the reference: B = 0, so it
-        # is exactly the adapter-disabled base model, and no second model is held.
-        lora = is_peft(self.ctx.model)
-        if lora and p.sync_ref_model:
+        # is exactly the adapter-disabled base model, and no second model is held, unless the run trains the
+        # base layers' biases too (lora.bias: all / lora_only), which that copy shares: then a frozen copy.
+        lora = is_peft(self.ctx.model) and trains_adapter_only(self.ctx.model)
+        if is_peft(self.ctx.model) and p.sync_ref_model:
             raise ConfigError(
                 "algo.sync_ref_model does not work with lora (TRL 1.16 cannot sync a peft reference)"
             )

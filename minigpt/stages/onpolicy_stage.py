@@ -16,7 +16,7 @@ from datasets import Dataset
 from transformers import TrainingArguments
 
 from minigpt.errors import DataError
-from minigpt.lora import is_peft
+from minigpt.lora import is_peft, trains_adapter_only
 from minigpt.rewards import NamedReward, build_rewards
 from minigpt.stages.base import Stage
 from minigpt.stages.onpolicy import OnPolicyParams
@@ -96,14 +96,6 @@ class OnPolicyStage(Stage):
             timer=timer,
             **extra,
         )
-
-
-def trains_adapter_only(model: torch.nn.Module) -> bool:
-    """Whether every trainable weight of a peft model belongs to its adapter (LoRA matrices, ``modules_to_save``
-    copies). ``lora.bias: all`` or ``lora_only`` trains the base layers' own biases, which disabling the
-    adapter does not undo; such a run needs a frozen copy as its reference."""
-    trainable = (name for name, param in model.named_parameters() if param.requires_grad)
-    return all(".lora_" in name or ".modules_to_save." in name for name in trainable)
 
 
 class AdapterDisabledReference:

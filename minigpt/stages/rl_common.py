@@ -24,7 +24,7 @@ from transformers import TrainerCallback
 
 from minigpt.config import Strict
 from minigpt.errors import ConfigError
-from minigpt.lora import is_peft
+from minigpt.lora import check_adapter_reference, is_peft
 from minigpt.rewards import NamedReward, RewardSpec, build_rewards
 from minigpt.stages.base import RunState, Stage, StageContext
 from minigpt.stages.prompt_data import prompt_dataset
@@ -372,6 +372,8 @@ class RLStage(Stage):
         p = self.ctx.params
         funcs, weights = build_rewards(p.rewards)
         self._check(train_ds, eval_ds, funcs)
+        if p.beta:
+            check_adapter_reference(self.ctx.model, self.name)
         self.ctx.state.renames.update(reward_metric_renames([fn.__name__ for fn in funcs]))
         self.ctx.state.log.note(describe_rewards(funcs, weights))
         try:

@@ -28,13 +28,13 @@ from transformers import (
 )
 
 from minigpt.errors import ConfigError
-from minigpt.lora import LoRAConfig, peft_config
+from minigpt.lora import LoRAConfig, peft_config, trains_adapter_only
 from minigpt.metrics import read_metrics
 from minigpt.models.loading import ModelConfig, build_model
 from minigpt.runner import run_stage
 from minigpt.stages.config import StageConfig, load_stage_config, validate_algo
 from minigpt.stages.onpolicy_rollout import sequence_logps
-from minigpt.stages.onpolicy_stage import AdapterDisabledReference, OnPolicyStage, trains_adapter_only
+from minigpt.stages.onpolicy_stage import AdapterDisabledReference, OnPolicyStage
 from minigpt.stages.ppo import PPOStage
 
 LORA = {"r": 8, "alpha": 16}
