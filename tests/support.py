@@ -4,6 +4,7 @@ import json
 import random
 from pathlib import Path
 
+import pytest
 from transformers import TrainerCallback
 
 # A 2-layer, 64-wide model: seconds per test on a CPU.
@@ -51,6 +52,25 @@ class InterruptAt(TrainerCallback):
 
 # A tiny preference task for the DPO and reward stages.
 WORDS = ["cat", "dog", "bird", "fish", "mat", "tree", "pond", "hill"]
+
+
+MINIMAL_STAGE_YAML = "output_dir: out\nmodel: {init: tiny, tokenizer: tok}\ndata: {train: [x.jsonl]}\n"
+"""The fields every stage config needs, for tests of one bad field (prefix ``stage: NAME\n``)."""
+
+
+def assert_refused(path: Path, text: str, message: str) -> None:
+    """Write a stage config and check that loading it raises a ConfigError matching ``message``."""
+    from minigpt.errors import ConfigError
+    from minigpt.stages.config import load_stage_config
+
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load_stage_config(path)
+
+
+def digit_prompts(n: int) -> list[dict]:
+    """Prompt rows for RL smoke tests whose reward counts digits in the completion."""
+    return [{"prompt": [{"role": "user", "content": f"Write digits {i}"}]} for i in range(n)]
 
 
 def copy_pairs(n: int, seed: int) -> list[dict]:

@@ -97,18 +97,7 @@ def test_bf16_autocast_matches_the_plain_path():
 
 
 def _tiny_model(**extra):
-    config = AutoConfig.for_model(
-        "qwen3",
-        vocab_size=120,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        tie_word_embeddings=True,
-        **extra,
-    )
+    config = AutoConfig.for_model("qwen3", vocab_size=120, tie_word_embeddings=True, **SMALL, **extra)
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(config)
 

@@ -9,14 +9,22 @@ import random
 from pathlib import Path
 
 import pytest
-from support import SMALL, InterruptAt, assert_logged_keys, assert_same_logged, reward_quarters
+from support import (
+    MINIMAL_STAGE_YAML,
+    SMALL,
+    InterruptAt,
+    assert_logged_keys,
+    assert_refused,
+    assert_same_logged,
+    reward_quarters,
+)
 from transformers import AutoTokenizer, TrainerCallback
 
 from minigpt.errors import ConfigError
 from minigpt.metrics import read_metrics
 from minigpt.rewards import RewardSpec, build_rewards
 from minigpt.runner import run_stage
-from minigpt.stages.config import StageConfig, load_stage_config, validate_algo
+from minigpt.stages.config import StageConfig, validate_algo
 from minigpt.stages.rl_common import RLTrainerMixin, reward_metric_renames
 
 DIGITS = "0123456789"
@@ -247,14 +255,8 @@ def test_grpo_static_cache_reaches_trl_generation(tmp_path, tiny_tokenizer_dir, 
     ],
 )
 def test_bad_cache_settings_name_file_and_field(tmp_path, algo, message):
-    path = tmp_path / "c.yaml"
-    path.write_text(
-        "stage: grpo\noutput_dir: out\nmodel: {init: tiny, tokenizer: tok}\ndata: {train: [x.jsonl]}\n"
-        f"algo:\n  rewards: [length]\n  {algo}\n",
-        encoding="utf-8",
-    )
-    with pytest.raises(ConfigError, match=message):
-        load_stage_config(path)
+    text = f"stage: grpo\n{MINIMAL_STAGE_YAML}algo:\n  rewards: [length]\n  {algo}\n"
+    assert_refused(tmp_path / "c.yaml", text, message)
 
 
 def test_batch_must_hold_whole_groups(tmp_path, tiny_tokenizer_dir):

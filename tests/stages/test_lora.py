@@ -14,9 +14,12 @@ import torch
 from peft import get_peft_model
 from safetensors.torch import load_file
 from support import (
+    MINIMAL_STAGE_YAML,
     SMALL,
+    assert_refused,
     assert_same_weights,
     copy_pairs,
+    digit_prompts,
     run_interrupted_then_resumed,
     write_jsonl,
 )
@@ -32,7 +35,7 @@ from minigpt.lora import LoRAConfig, peft_config, trains_adapter_only
 from minigpt.metrics import read_metrics
 from minigpt.models.loading import ModelConfig, build_model
 from minigpt.runner import run_stage
-from minigpt.stages.config import StageConfig, load_stage_config, validate_algo
+from minigpt.stages.config import StageConfig, validate_algo
 from minigpt.stages.onpolicy_rollout import sequence_logps
 from minigpt.stages.onpolicy_stage import AdapterDisabledReference, OnPolicyStage
 from minigpt.stages.ppo import PPOStage
@@ -216,8 +219,7 @@ def digits(completions, **kwargs):
 
 
 def test_lora_grpo_runs_with_a_kl_reference(tmp_path, tiny_tokenizer_dir):
-    rows = [{"prompt": [{"role": "user", "content": f"Write digits {i}"}]} for i in range(16)]
-    train = write_jsonl(tmp_path / "prompts.jsonl", rows)
+    train = write_jsonl(tmp_path / "prompts.jsonl", digit_prompts(16))
     algo = {
         "rewards": [f"{__name__}:digits"],
         "num_generations": 4,
@@ -292,14 +294,7 @@ def test_qlora_on_cpu_is_a_config_error(tmp_path, tiny_tokenizer_dir, lm_data):
     ],
 )
 def test_bad_lora_field_names_its_key(tmp_path, lora, message):
-    path = tmp_path / "stage.yaml"
-    path.write_text(
-        "stage: sft\noutput_dir: out\nmodel: {init: tiny, tokenizer: tok}\ndata: {train: [x.jsonl]}\n"
-        f"lora:\n  {lora}\n",
-        encoding="utf-8",
-    )
-    with pytest.raises(ConfigError, match=message):
-        load_stage_config(path)
+    assert_refused(tmp_path / "stage.yaml", f"stage: sft\n{MINIMAL_STAGE_YAML}lora:\n  {lora}\n", message)
 
 
 def test_unknown_target_module_names_the_key(tiny_tokenizer_dir):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from support import SMALL, copy_pairs, write_jsonl
+from support import SMALL, copy_pairs, digit_prompts, write_jsonl
 
 from minigpt.errors import ConfigError
 from minigpt.runner import run_stage
@@ -72,14 +72,8 @@ def _digits(completions, **kwargs):
 
 @pytest.mark.parametrize("stage", ["grpo", "rloo"])
 def test_grpo_rloo_refuse_trained_base_biases_with_a_kl_reference(tmp_path, tiny_tokenizer_dir, stage):
-    rows = [{"prompt": [{"role": "user", "content": f"Write digits {i}"}]} for i in range(8)]
-    train = write_jsonl(tmp_path / "prompts.jsonl", rows)
-    algo = {
-        "rewards": [f"{__name__}:_digits"],
-        "num_generations": 4,
-        "max_completion_length": 4,
-        "beta": 0.1,
-    }
+    train = write_jsonl(tmp_path / "prompts.jsonl", digit_prompts(8))
+    algo = {"rewards": [f"{__name__}:_digits"], "num_generations": 4, "max_completion_length": 4, "beta": 0.1}
     cfg = _cfg(tmp_path, tiny_tokenizer_dir, stage, train, "all", algo)
     with pytest.raises(
         ConfigError, match=f"lora.bias: all trains the base model's biases, which TRL's {stage}"
