@@ -9,7 +9,7 @@ import torch
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
-from minigpt.errors import DataError
+from minigpt.errors import ConfigError, DataError
 from minigpt.stages.base import Stage
 from minigpt.stages.chunked_loss import check_supported, head_computes_loss, shifted_targets
 from minigpt.stages.lm_data import (
@@ -63,6 +63,14 @@ class LMTrainer(MiniGPTTrainerMixin, Trainer):
                 prefix + "mean_token_accuracy", int(out["correct"]) / targets.count, targets.count
             )
         outputs.logits = None  # it held the loss; nothing downstream may read it as logits
+        if (
+            self.args.average_tokens_across_devices
+            and self.model_accepts_loss_kwargs
+            and num_items_in_batch is not None
+        ):
+            # As Trainer.compute_loss does: num_items_in_batch counts every process's tokens, and DDP averages
+            # the gradients over processes, so each process's loss is scaled back up by their number.
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
         return (loss, outputs) if return_outputs else loss
 
     @torch.no_grad()
@@ -125,6 +133,10 @@ class CausalLMStage(Stage):
         trainer.track_accuracy = self.track_accuracy
         train = self.ctx.cfg.train
         if train.loss == "chunked":
+            if trainer.args.n_gpu > 1:  # torch DataParallel replicas would share one head patch and batch
+                raise ConfigError(
+                    "train.loss: chunked needs one process per GPU: launch with torchrun or accelerate launch"
+                )
             trainer.chunked_head = check_supported(self.ctx.model)
             trainer.chunk_elements = train.loss_chunk_elements
         return trainer
