@@ -11,9 +11,7 @@ moved keeps its keys and its finished stages are still skipped there.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +22,7 @@ from minigpt.checkpoints import read_done, write_json_atomic
 from minigpt.config import Strict, read_yaml, validate
 from minigpt.errors import ConfigError
 from minigpt.models.tokenizer_cli import TokenizerConfig, train_from_config
+from minigpt.pipeline_keys import StageKeys
 from minigpt.stages.config import StageConfig, resolve_paths, validate_algo
 
 
@@ -62,90 +61,6 @@ def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = copy.deepcopy(value)
     return out
-
-
-def _hash(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _file_digest(path: str) -> str | None:
-    p = Path(path)
-    if not p.is_file():
-        return None
-    digest = hashlib.sha256()
-    with p.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
-
-
-RUN_PLACEHOLDER = "<run>"
-
-
-def _run_prefixes(run_dir: Path) -> list[str]:
-    # Every spelling a config may use for the run folder (as given, absolute, symlinks resolved); "." is
-    # left out: paths relative to a run folder that is the working directory do not move with it anyway.
-    spellings = {os.path.normpath(run_dir), os.path.abspath(run_dir), os.path.realpath(run_dir)}
-    return sorted((s for s in spellings if s != "."), key=len, reverse=True)
-
-
-def relative_to_run(data: Any, prefixes: list[str]) -> Any:
-    """``data`` with every string that is a path in the run folder written as ``<run>/...``."""
-    if isinstance(data, dict):
-        return {k: relative_to_run(v, prefixes) for k, v in data.items()}
-    if isinstance(data, list):
-        return [relative_to_run(v, prefixes) for v in data]
-    if not isinstance(data, str) or not data:
-        return data
-    norm = os.path.normpath(data)
-    for prefix in prefixes:
-        if norm == prefix:
-            return RUN_PLACEHOLDER
-        if norm.startswith(prefix + os.sep):
-            return f"{RUN_PLACEHOLDER}/{Path(norm[len(prefix) + 1 :]).as_posix()}"
-    return data
-
-
-def _is_inside(path: str, folders: list[str]) -> bool:
-    target = os.path.abspath(path)
-    return any(target == f or target.startswith(f + os.sep) for f in folders)
-
-
-_NEWER_THAN_LEGACY_KEYS = {
-    "train": ("loss", "loss_chunk_elements", "prefetch_factor"),
-    "data": ("pad_to_multiple_of",),
-}
-"""Config fields added after the last version that wrote legacy keys (it could not have dumped them)."""
-
-
-class _Keys:
-    """Chains stage keys in today's form and in the form older versions wrote (absolute paths), so that a
-    manifest written before run-relative keys still has its finished stages skipped in place."""
-
-    def __init__(self, run_dir: Path):
-        self.prefixes = _run_prefixes(run_dir)
-        self.previous, self.previous_legacy = "", ""
-        self.earlier_outputs: list[str] = []
-
-    def add(self, config: Any, exclude: set[str], files: list[str], output_dir: str) -> tuple[str, str]:
-        digests = [_file_digest(f) for f in files]
-        legacy_dump = config.model_dump(mode="json", exclude=exclude)
-        for section, fields in _NEWER_THAN_LEGACY_KEYS.items():  # as older versions dumped the config
-            for name in fields:
-                legacy_dump.get(section, {}).pop(name, None)
-        legacy = _hash([self.previous_legacy, legacy_dump, digests])
-        # Fields left at their defaults are not hashed: a field added to the config in a later version of
-        # miniGPT must not make every finished stage of an existing run look changed.
-        dump = config.model_dump(mode="json", exclude=exclude, exclude_defaults=True)
-        # A file an earlier stage wrote is covered by that stage's key (chained here); its content may not
-        # exist yet when the run is planned, so hashing it would change the key once it does.
-        digests = [
-            None if _is_inside(f, self.earlier_outputs) else d for f, d in zip(files, digests, strict=True)
-        ]
-        key = _hash([self.previous, relative_to_run(dump, self.prefixes), digests])
-        self.previous, self.previous_legacy = key, legacy
-        self.earlier_outputs.append(os.path.abspath(output_dir))
-        return key, legacy
 
 
 class PlannedStage:
@@ -187,7 +102,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[R
         raise ConfigError(f"{path}: stage names must be unique; repeated: {', '.join(sorted(duplicates))}")
     run_dir = Path(recipe.output_dir or f"runs/{recipe.name}")
     planned: list[PlannedStage] = []
-    keys = _Keys(run_dir)
+    keys = StageKeys(run_dir)
     model_dir: str | None = None
     tokenizer_dir: str | None = None
     for index, entry in enumerate(recipe.stages):
@@ -209,7 +124,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[R
             data.setdefault("output_dir", str(out))
             data = _resolve_tokenizer_paths(data, base)
             cfg = validate(TokenizerConfig, data, source, cfg_lines)
-            key, legacy = keys.add(cfg, set(), cfg.files, cfg.output_dir)
+            key, legacy = keys.add(cfg, set(), cfg.files, cfg.output_dir, cfg.data_config, cfg.generator)
             planned.append(PlannedStage(entry, cfg, None, key, out, legacy))
             tokenizer_dir = cfg.output_dir
         else:
@@ -231,7 +146,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[R
             files = cfg.data.train + cfg.data.validation
             if cfg.data.data_config:
                 files = [*files, cfg.data.data_config]
-            key, legacy = keys.add(cfg, {"resume"}, files, str(out))
+            key, legacy = keys.add(cfg, {"resume"}, files, str(out), cfg.data.data_config)
             planned.append(PlannedStage(entry, cfg, params, key, out, legacy))
             model_dir = str(out)
     return recipe, planned

@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 from support import SMALL
 
 from minigpt.errors import ConfigError
-from minigpt.pipeline import load_recipe, read_manifest, relative_to_run, run_recipe
+from minigpt.pipeline import load_recipe, read_manifest, run_recipe
+from minigpt.pipeline_keys import relative_to_run
 
 
 def _recipe(tmp_path: Path, lm_data, run_dir: Path, sft_steps: int = 12, name: str = "recipe.yaml") -> Path:
@@ -180,3 +181,30 @@ def test_sigkill_during_a_stage_then_rerun_resumes(tmp_path, lm_data):
     # Stated tolerance: equal to the uninterrupted run up to float32 rounding (1e-5 absolute).
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0)
+
+
+def test_keys_follow_the_content_of_a_mixtures_sources(tmp_path, lm_data):
+    """A stage reading a mixture reruns when a source file it lists changes, though neither the recipe nor
+    the mixture file did; the stages before it keep their keys."""
+    source = tmp_path / "conv_copy.jsonl"
+    shutil.copy(lm_data["conv"], source)
+    mixture = {
+        "name": "m",
+        "stage": "sft",
+        "schema": "conversations",
+        "sources": [{"name": "c", "path": str(source)}],
+    }
+    (tmp_path / "mix.yaml").write_text(yaml.safe_dump(mixture))
+    recipe = yaml.safe_load(_recipe(tmp_path, lm_data, tmp_path / "run").read_text())
+    recipe["stages"][2]["config"]["data"] = {"data_config": str(tmp_path / "mix.yaml"), "max_length": 64}
+    path = tmp_path / "mixture-recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+
+    def keys() -> list[str]:
+        return [p.key for p in load_recipe(path)[1]]
+
+    before = keys()
+    assert keys() == before  # deterministic
+    source.write_text(source.read_text() + source.read_text().splitlines()[0] + "\n")
+    after = keys()
+    assert after[:2] == before[:2] and after[2] != before[2]

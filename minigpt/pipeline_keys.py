@@ -1,0 +1,143 @@
+"""Stage keys of a recipe run: a hash of each stage's resolved config chained with the keys of the stages
+before it, plus what its data comes from. A finished stage whose key is unchanged is skipped.
+
+Paths inside the run folder are written as ``<run>/...`` and config fields left at their defaults are not
+hashed, so a copied or moved run folder, or a field added in a later version, keeps its keys. Older
+manifests' keys (absolute paths, every field) are computed too and accepted in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from minigpt.data.sources import hash_files, source_code_hash
+
+
+def _hash(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _file_digest(path: str) -> str | None:
+    p = Path(path)
+    if not p.is_file():
+        return None
+    digest = hashlib.sha256()
+    with p.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def _data_digests(data_config: str | None, generator: str | None = None) -> list[Any]:
+    """What a stage's data comes from, besides the files named in its config: for a mixture, the content of
+    each local source's files (so editing a source JSONL reruns the stage), the code of each generator, the
+    name and revision of each hub dataset; the code of a tokenizer stage's own generator. Missing files
+    count as missing (the stage itself then reports them)."""
+    from minigpt.registry import GENERATORS
+
+    out: list[Any] = (
+        [["generator", generator, source_code_hash(GENERATORS.get(generator))]] if generator else []
+    )
+    if not data_config or not Path(data_config).is_file():
+        return out
+    from minigpt.data.config import load_mixture
+    from minigpt.data.readers import list_files
+    from minigpt.errors import DataError
+
+    for source in load_mixture(data_config).sources:
+        local = source.path or source.offline_path
+        if local is not None:
+            try:
+                files = list_files(local)
+            except DataError:
+                out.append([source.name, None])
+                continue
+            root = Path(local) if Path(local).is_dir() else None
+            out.append([source.name, hash_files(files, root)])
+        elif source.generator is not None:
+            out.append([source.name, source.generator, source_code_hash(GENERATORS.get(source.generator))])
+        else:
+            out.append([source.name, source.hub, source.revision])
+    return out
+
+
+RUN_PLACEHOLDER = "<run>"
+
+
+def _run_prefixes(run_dir: Path) -> list[str]:
+    # Every spelling a config may use for the run folder (as given, absolute, symlinks resolved); "." is
+    # left out: paths relative to a run folder that is the working directory do not move with it anyway.
+    spellings = {os.path.normpath(run_dir), os.path.abspath(run_dir), os.path.realpath(run_dir)}
+    return sorted((s for s in spellings if s != "."), key=len, reverse=True)
+
+
+def relative_to_run(data: Any, prefixes: list[str]) -> Any:
+    """``data`` with every string that is a path in the run folder written as ``<run>/...``."""
+    if isinstance(data, dict):
+        return {k: relative_to_run(v, prefixes) for k, v in data.items()}
+    if isinstance(data, list):
+        return [relative_to_run(v, prefixes) for v in data]
+    if not isinstance(data, str) or not data:
+        return data
+    norm = os.path.normpath(data)
+    for prefix in prefixes:
+        if norm == prefix:
+            return RUN_PLACEHOLDER
+        if norm.startswith(prefix + os.sep):
+            return f"{RUN_PLACEHOLDER}/{Path(norm[len(prefix) + 1 :]).as_posix()}"
+    return data
+
+
+def _is_inside(path: str, folders: list[str]) -> bool:
+    target = os.path.abspath(path)
+    return any(target == f or target.startswith(f + os.sep) for f in folders)
+
+
+_NEWER_THAN_LEGACY_KEYS = {
+    "train": ("loss", "loss_chunk_elements", "prefetch_factor"),
+    "data": ("pad_to_multiple_of",),
+}
+"""Config fields added after the last version that wrote legacy keys (it could not have dumped them)."""
+
+
+class StageKeys:
+    """Chains stage keys in today's form and in the form older versions wrote (absolute paths), so that a
+    manifest written before run-relative keys still has its finished stages skipped in place."""
+
+    def __init__(self, run_dir: Path):
+        self.prefixes = _run_prefixes(run_dir)
+        self.previous, self.previous_legacy = "", ""
+        self.earlier_outputs: list[str] = []
+
+    def add(
+        self,
+        config: Any,
+        exclude: set[str],
+        files: list[str],
+        output_dir: str,
+        data_config: str | None = None,
+        generator: str | None = None,
+    ) -> tuple[str, str]:
+        digests = [_file_digest(f) for f in files]
+        legacy_dump = config.model_dump(mode="json", exclude=exclude)
+        for section, fields in _NEWER_THAN_LEGACY_KEYS.items():  # as older versions dumped the config
+            for name in fields:
+                legacy_dump.get(section, {}).pop(name, None)
+        legacy = _hash([self.previous_legacy, legacy_dump, digests])
+        # Fields left at their defaults are not hashed: a field added to the config in a later version of
+        # miniGPT must not make every finished stage of an existing run look changed.
+        dump = config.model_dump(mode="json", exclude=exclude, exclude_defaults=True)
+        # A file an earlier stage wrote is covered by that stage's key (chained here); its content may not
+        # exist yet when the run is planned, so hashing it would change the key once it does.
+        digests = [
+            None if _is_inside(f, self.earlier_outputs) else d for f, d in zip(files, digests, strict=True)
+        ]
+        sources = _data_digests(data_config, generator)  # not in legacy keys: older versions left them out
+        key = _hash([self.previous, relative_to_run(dump, self.prefixes), digests, sources])
+        self.previous, self.previous_legacy = key, legacy
+        self.earlier_outputs.append(os.path.abspath(output_dir))
+        return key, legacy
