@@ -75,9 +75,12 @@ def is_peft(model: Any) -> bool:
 
 
 def trains_adapter_only(model: torch.nn.Module) -> bool:
-    """Whether every trainable weight of a peft model belongs to its adapter (LoRA matrices, ``modules_to_save``
-    copies). ``lora.bias: all`` or ``lora_only`` trains the base layers' own biases, which disabling the
+    """Whether ``model`` is a peft model whose every trainable weight belongs to its adapter (LoRA matrices,
+    ``modules_to_save`` copies): then the adapter-disabled model, or a frozen copy of the fresh adapter, is the
+    initial policy. ``lora.bias: all`` or ``lora_only`` trains the base layers' own biases, which disabling the
     adapter does not undo; such a run needs a frozen copy as its reference."""
+    if not is_peft(model):
+        return False
     trainable = (name for name, param in model.named_parameters() if param.requires_grad)
     return all(".lora_" in name or ".modules_to_save." in name for name in trainable)
 
@@ -85,7 +88,7 @@ def trains_adapter_only(model: torch.nn.Module) -> bool:
 def check_adapter_reference(model: Any, stage: str) -> None:
     """For TRL's grpo/rloo, whose KL reference with LoRA is a frozen copy of the adapter on the same base
     model: refuse a run that also trains the base layers' biases, which that reference would share."""
-    if is_peft(model) and not trains_adapter_only(model):
+    if is_peft(model) and not trains_adapter_only(model):  # a peft model that trains base weights too
         bias = model.peft_config["default"].bias
         raise ConfigError(
             f"lora.bias: {bias} trains the base model's biases, which TRL's {stage} reference (a frozen copy "

@@ -139,12 +139,12 @@ class DPOStage(PreferenceStage):
         # With LoRA (a peft model) TRL keeps a frozen copy of the fresh adapter as the reference: B = 0, so it
         # is exactly the adapter-disabled base model, and no second model is held, unless the run trains the
         # base layers' biases too (lora.bias: all / lora_only), which that copy shares: then a frozen copy.
-        lora = is_peft(self.ctx.model) and trains_adapter_only(self.ctx.model)
         if is_peft(self.ctx.model) and p.sync_ref_model:
             raise ConfigError(
                 "algo.sync_ref_model does not work with lora (TRL 1.16 cannot sync a peft reference)"
             )
-        ref = None if p.precompute_ref_log_probs or lora else frozen_copy(self.ctx.model)
+        trl_reference = p.precompute_ref_log_probs or trains_adapter_only(self.ctx.model)
+        ref = None if trl_reference else frozen_copy(self.ctx.model)
         trainer = MiniGPTDPOTrainer(
             model=self.ctx.model,
             ref_model=ref,

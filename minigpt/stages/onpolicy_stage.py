@@ -16,7 +16,7 @@ from datasets import Dataset
 from transformers import TrainingArguments
 
 from minigpt.errors import DataError
-from minigpt.lora import is_peft, trains_adapter_only
+from minigpt.lora import trains_adapter_only
 from minigpt.rewards import NamedReward, build_rewards
 from minigpt.stages.base import Stage
 from minigpt.stages.onpolicy import OnPolicyParams
@@ -63,7 +63,7 @@ class OnPolicyStage(Stage):
         if self.ctx.params.beta == 0.0:
             return None
         model = self.ctx.model
-        if is_peft(model) and trains_adapter_only(model):
+        if trains_adapter_only(model):
             return AdapterDisabledReference(model)
         return copy.deepcopy(model)
 

@@ -145,12 +145,13 @@ def trl_kwargs(params: RLParams, weights: list[float]) -> dict[str, Any]:
 def apply_generation_compile(trainer: Any, params: SamplingParams) -> None:
     """TRL builds its ``GenerationConfig`` with ``disable_compile=True`` and refuses the key in
     ``generation_kwargs`` (a duplicate keyword): with a static cache, set it on the built config instead."""
-    if params.cache_implementation != "static":
+    cache = static_cache_kwargs(params)
+    if not cache:
         return
     config = getattr(trainer, "generation_config", None)
     if config is None:
         raise RuntimeError(f"{type(trainer).__name__} has no generation_config (TRL version change?)")
-    config.disable_compile = not params.compile_generation
+    config.disable_compile = cache["disable_compile"]
 
 
 # ---------------------------------------------------------------- reward metric names
