@@ -21,6 +21,7 @@ import contextlib
 import inspect
 import math
 import time
+from abc import ABCMeta, abstractmethod
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,7 +60,7 @@ class OnPolicyParams(SamplingParams):
     """Sample at evaluation with the training temperature/top-p/top-k (seeded); default greedy."""
 
 
-class OnPolicyTrainer(Trainer):
+class OnPolicyTrainer(Trainer, metaclass=ABCMeta):
     """The loop. Subclasses implement :meth:`prepare_update` and :meth:`minibatch_loss`, and may override
     :meth:`select_rows`, :meth:`extra_rewards`, :meth:`after_backward`, :meth:`stop_early`,
     :meth:`algo_state` / :meth:`load_algo_state`. Used as ``class X(MiniGPTTrainerMixin, Algo)``."""
@@ -107,17 +108,17 @@ class OnPolicyTrainer(Trainer):
         """label → (weight, reward per completion) beyond the reward functions (PPO's reward model)."""
         return {}
 
+    @abstractmethod
     def prepare_update(self, rollout: Rollout) -> None:
         """Add what the loss needs to ``rollout.token`` / ``rollout.sample`` (advantages, ...); runs once per
         optimizer step, before any update."""
-        raise NotImplementedError
 
+    @abstractmethod
     def minibatch_loss(
         self, model: Any, chunk: Rollout, n_tokens: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """(loss to backpropagate, detached stats) of one chunk, both already divided by the minibatch's
         token count ``n_tokens`` so that summing over the minibatch's chunks gives its token means."""
-        raise NotImplementedError
 
     def after_backward(self, final: bool) -> None:
         """After each minibatch's backward (``final``: the one the Trainer steps); PPO steps its critic."""
