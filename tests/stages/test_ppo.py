@@ -20,6 +20,7 @@ from support import (
     reward_quarters,
     run_interrupted_then_resumed,
 )
+from test_grpo import rl_cfg, run, spy_generate  # a sibling module: pytest puts tests/stages on sys.path
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -41,11 +42,6 @@ from minigpt.stages.onpolicy_ops import (
 )
 from minigpt.stages.onpolicy_rollout import build_generation_config, encode_prompts, sample_completions
 from minigpt.stages.ppo import build_critic
-
-try:
-    from test_grpo import rl_cfg, run, spy_generate
-except ImportError:  # tests/stages became a package
-    from .test_grpo import rl_cfg, run, spy_generate
 
 CUDA = pytest.param(
     "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled decoding needs a GPU")

@@ -10,13 +10,9 @@ from support import (
     reward_quarters,
     run_interrupted_then_resumed,
 )
+from test_grpo import rl_cfg, run  # a sibling module: pytest puts tests/stages on sys.path
 
 from minigpt.metrics import read_metrics
-
-try:
-    from test_grpo import rl_cfg, run
-except ImportError:  # tests/stages became a package
-    from .test_grpo import rl_cfg, run
 
 
 def test_rloo_reward_rises_with_kl(tmp_path, tiny_tokenizer_dir):

@@ -15,17 +15,13 @@ from support import (
     reward_quarters,
     run_interrupted_then_resumed,
 )
+from test_ppo import onpolicy_cfg, run  # a sibling module: pytest puts tests/stages on sys.path
 
 from minigpt.errors import ConfigError, TrainingError
 from minigpt.metrics import read_metrics
 from minigpt.stages.config import validate_algo
 from minigpt.stages.onpolicy import ONPOLICY_STATE
 from minigpt.stages.spo_tracker import ValueTracker
-
-try:
-    from test_ppo import onpolicy_cfg, run
-except ImportError:  # tests/stages became a package
-    from .test_ppo import onpolicy_cfg, run
 
 
 def test_spo_reward_rises_and_tracks_prompts(tmp_path, tiny_tokenizer_dir):
