@@ -190,18 +190,27 @@ def _write_stdout(text: str) -> None:
     sys.stdout.flush()
 
 
-def load_chat_model(checkpoint: str | Path, device: str | None = None) -> tuple[Any, Any]:
-    """(model, tokenizer) from a saved stage folder; the tokenizer must carry a chat template."""
+def load_chat_model(
+    checkpoint: str | Path, device: str | None = None, trust_remote_code: bool = False
+) -> tuple[Any, Any]:
+    """(model, tokenizer) from a saved stage folder; the tokenizer must carry a chat template. A folder
+    shipping its own code (``auto_map``) is refused unless ``trust_remote_code``."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from minigpt.models.loading import check_model_folder, load_tokenizer, resolve_dtype
+    from minigpt.models.loading import (
+        ALLOW_ON_CLI,
+        check_model_folder,
+        load_tokenizer,
+        remote_code,
+        resolve_dtype,
+    )
 
     path = Path(checkpoint).expanduser()
     if not path.is_dir():
         raise ModelError(f"{path}: no such checkpoint folder")
     check_model_folder(path)
-    tokenizer = load_tokenizer(str(path))
+    tokenizer = load_tokenizer(str(path), trust_remote_code=trust_remote_code, allow=ALLOW_ON_CLI)
     if not getattr(tokenizer, "chat_template", None):
         raise ModelError(
             f"{path}: the tokenizer has no chat template; chat needs a conversational checkpoint"
@@ -209,7 +218,10 @@ def load_chat_model(checkpoint: str | Path, device: str | None = None) -> tuple[
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=resolve_dtype("auto", target), use_safetensors=True
+            path,
+            dtype=resolve_dtype("auto", target),
+            use_safetensors=True,
+            trust_remote_code=remote_code(path, trust_remote_code, ALLOW_ON_CLI),
         )
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path}: cannot load the model: {exc}") from exc
@@ -217,7 +229,7 @@ def load_chat_model(checkpoint: str | Path, device: str | None = None) -> tuple[
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:
-    model, tokenizer = load_chat_model(args.checkpoint, args.device)
+    model, tokenizer = load_chat_model(args.checkpoint, args.device, args.trust_remote_code)
     chat_loop(
         model,
         tokenizer,
@@ -244,4 +256,7 @@ def register_chat(sub: argparse._SubParsersAction) -> None:
     chat.add_argument("--greedy", action="store_true", help="always pick the most likely token")
     chat.add_argument("--seed", type=int, help="seed the sampler for a reproducible conversation")
     chat.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    from minigpt.cli_commands import add_trust_remote_code  # here: cli_commands imports this module
+
+    add_trust_remote_code(chat)
     chat.set_defaults(func=_cmd_chat)

@@ -14,13 +14,16 @@ import os
 import re
 import shutil
 import socket
+import struct
 import tempfile
 import uuid
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from minigpt.errors import TrainingError
+from minigpt.disk import normal_modes, writing
+from minigpt.errors import ConfigError, TrainingError
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 # Staging (being written) and doomed (being deleted) folders: "checkpoint-N.tmp-<token>" / ".del-<token>".
@@ -48,6 +51,66 @@ def is_complete(path: Path) -> bool:
     return has_weights and (path / "trainer_state.json").exists() and _has_optimizer(path)
 
 
+def _safetensors_problem(path: Path) -> str | None:
+    """A safetensors file is an 8-byte header length, a JSON header with each tensor's byte range, then the
+    data: a file cut short (a full disk, a killed copy) is shorter than the last range says."""
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as handle:
+            (header_len,) = struct.unpack("<Q", handle.read(8))
+            if header_len > size:
+                return f"{path.name} is truncated ({size} bytes)"
+            header = json.loads(handle.read(header_len))
+    except (struct.error, ValueError, UnicodeDecodeError):
+        return f"{path.name} has no readable safetensors header"
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    expected = 8 + header_len + max(ends, default=0)
+    if size < expected:
+        return f"{path.name} is truncated ({size} of {expected} bytes)"
+    return None
+
+
+def _torch_file_problem(path: Path) -> str | None:
+    """``torch.save`` writes a zip archive; a cut-short one has lost its central directory, or members reach
+    past its end."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            size = path.stat().st_size
+            for info in archive.infolist():
+                if info.header_offset + info.compress_size > size:
+                    return f"{path.name} is truncated"
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return f"{path.name} is truncated or not a torch file"
+    return None
+
+
+def _json_problem(path: Path) -> str | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return f"{path.name} is not valid JSON"
+    return None if isinstance(data, dict) else f"{path.name} is not a JSON object"
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why a complete-looking checkpoint cannot be resumed from (a truncated or corrupt file), or None.
+    Reads headers and archive directories only, not the tensors: cheap even for a large model."""
+    for child in sorted(path.iterdir()):
+        if not child.is_file():
+            continue
+        if child.suffix == ".safetensors":
+            problem = _safetensors_problem(child)
+        elif child.suffix in (".pt", ".pth", ".bin"):
+            problem = _torch_file_problem(child)
+        elif child.name in ("trainer_state.json", "minigpt_state.json"):
+            problem = _json_problem(child)
+        else:
+            continue
+        if problem:
+            return problem
+    return None
+
+
 def complete_checkpoints(ckpt_dir: Path) -> list[Path]:
     """Checkpoints with weights, optimizer and trainer state, oldest first (a half-written one is skipped)."""
     if not ckpt_dir.is_dir():
@@ -60,9 +123,20 @@ def complete_checkpoints(ckpt_dir: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
+def resumable_checkpoint(ckpt_dir: Path) -> tuple[Path | None, list[str]]:
+    """The newest complete checkpoint whose files are intact, and one note per newer one passed over
+    because a file in it is truncated or corrupt (resume falls back to the previous one, saying so)."""
+    notes: list[str] = []
+    for path in reversed(complete_checkpoints(ckpt_dir)):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path, notes
+        notes.append(f"{path} is damaged ({problem}): not resuming from it")
+    return None, notes
+
+
 def newest_checkpoint(ckpt_dir: Path) -> Path | None:
-    found = complete_checkpoints(ckpt_dir)
-    return found[-1] if found else None
+    return resumable_checkpoint(ckpt_dir)[0]
 
 
 def staging_dir(ckpt_dir: Path, step: int, token: str) -> Path:
@@ -104,6 +178,7 @@ def publish_checkpoint(staged: Path, final: Path) -> None:
     A folder already at ``final`` (a leftover an older, non-atomic writer left half-written, or a step
     saved twice) is first renamed out of the way, since a rename cannot replace a non-empty folder.
     """
+    normal_modes(staged)
     _fsync_tree(staged)
     doomed = _doomed_name(final)
     if final.exists():
@@ -166,6 +241,10 @@ class OutputLock:
         self._fd: int | None = None
 
     def __enter__(self) -> OutputLock:
+        with writing(self.path, "taking the output folder's lock"):
+            return self._acquire()
+
+    def _acquire(self) -> OutputLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname()}
         for _ in range(5):
@@ -251,21 +330,63 @@ def export_final(model, tokenizer, output_dir: Path, state_dict: dict[str, Any] 
     """Write the final HF folder: saved to a temporary folder first, then moved into place file by file,
     so a crash never leaves a folder that looks complete but is not (stage.json is written after).
     ``state_dict``: the full weights gathered from FSDP / ZeRO-3 shards (None: the model's own)."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=output_dir))
-    try:
-        model.save_pretrained(str(tmp), safe_serialization=True, state_dict=state_dict)
-        tokenizer.save_pretrained(str(tmp))
-        for item in tmp.iterdir():
-            os.replace(item, output_dir / item.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with writing(output_dir, "exporting the final model"):
+        output_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=EXPORT_PREFIX, dir=output_dir))
+        try:
+            model.save_pretrained(str(tmp), safe_serialization=True, state_dict=state_dict)
+            tokenizer.save_pretrained(str(tmp))
+            normal_modes(tmp)
+            for item in tmp.iterdir():
+                os.replace(item, output_dir / item.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+EXPORT_PREFIX = ".export-"
+
+
+def clear_leftovers(output_dir: Path) -> list[Path]:
+    """Remove what killed runs left in a stage folder (staging copies of an export, a half-written
+    ``stage.json``, checkpoint staging and half-deleted folders). Called under the folder's lock, so no
+    live writer owns any of them. Returns what was removed."""
+    found: list[Path] = []
+    if output_dir.is_dir():
+        found += [p for p in output_dir.iterdir() if p.name.startswith(EXPORT_PREFIX) and p.is_dir()]
+        found += [p for p in output_dir.glob("*.json.tmp") if p.is_file()]
+    ckpt_dir = output_dir / "checkpoints"
+    if ckpt_dir.is_dir():
+        found += [p for p in ckpt_dir.iterdir() if _LEFTOVER.match(p.name)]
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    return found
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    """Write ``data`` (secrets redacted: stage.json and manifests name paths) in one rename."""
+    from minigpt.secrets import redact
+
+    with writing(path, f"writing {path.name}"):
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(redact(data), indent=2, default=str), encoding="utf-8")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def read_json_file(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object the project wrote (a manifest, a trainer state); a corrupt one is an error naming it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{path}: the {what} is corrupt ({exc}). Restore it from a backup or delete it "
+            "(the stages it described will then run again)"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the {what} is corrupt (not a JSON object)")
+    return data
 
 
 def read_done(output_dir: Path) -> dict[str, Any] | None:
@@ -276,4 +397,4 @@ def read_done(output_dir: Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text())
     except ValueError:
         return None
-    return data if data.get("status") == "done" else None
+    return data if isinstance(data, dict) and data.get("status") == "done" else None

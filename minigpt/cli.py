@@ -96,19 +96,20 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # no calls home unless the user wants them
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        code = int(args.func(args) or 0)
-    except MiniGPTError as exc:
-        from minigpt.secrets import redact_text
+    from minigpt.secrets import redacted_console
 
-        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
-        shutdown(wait=False)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        shutdown(wait=False)
-        return 130
-    shutdown()
+    with redacted_console():  # what any command prints, its error line included
+        try:
+            code = int(args.func(args) or 0)
+        except MiniGPTError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            shutdown(wait=False)
+            return EXIT_USER_ERROR
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            shutdown(wait=False)
+            return 130
+        shutdown()
     return code
 
 

@@ -20,6 +20,16 @@ def add_overrides(
     )
 
 
+def add_trust_remote_code(parser: argparse.ArgumentParser) -> None:
+    """The ``--trust-remote-code`` switch of the commands that load a model folder (off: such a folder is
+    refused, never asked about)."""
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run Python code the model folder ships (config.json auto_map); only for folders you trust",
+    )
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from minigpt.pipeline import run_recipe
 
@@ -55,7 +65,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from minigpt.tasks.tictactoe.evaluate import evaluate_checkpoint, format_report
 
     out = Path(args.output) if args.output else Path(args.checkpoint) / "task_eval.json"
-    result = evaluate_checkpoint(args.checkpoint, out_json=out, games_per_opponent=args.games, seed=args.seed)
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        out_json=out,
+        games_per_opponent=args.games,
+        seed=args.seed,
+        trust_remote_code=args.trust_remote_code,
+    )
     print(format_report(result))
     print(f"written: {out}")
     return 0
@@ -67,13 +83,14 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--games", type=int, default=100, help="games per opponent and seat")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--output", help="JSON path (default CHECKPOINT/task_eval.json)")
+    add_trust_remote_code(ev)
     ev.set_defaults(func=_cmd_eval)
 
 
 def _cmd_play(args: argparse.Namespace) -> int:
     from minigpt.tasks.tictactoe.play import play_checkpoint
 
-    play_checkpoint(args.checkpoint, args.seat)
+    play_checkpoint(args.checkpoint, args.seat, trust_remote_code=args.trust_remote_code)
     return 0
 
 
@@ -81,6 +98,7 @@ def register_play(sub: argparse._SubParsersAction) -> None:
     play = sub.add_parser("play", help="play tic-tac-toe against a checkpoint in the terminal")
     play.add_argument("checkpoint")
     play.add_argument("--seat", choices=["X", "O"], help="your seat (asked if omitted)")
+    add_trust_remote_code(play)
     play.set_defaults(func=_cmd_play)
 
 

@@ -26,6 +26,7 @@ from pydantic import Field, field_validator
 
 from minigpt.config import Strict
 from minigpt.errors import ConfigError, ModelError
+from minigpt.models.loading import remote_code
 
 if TYPE_CHECKING:
     from minigpt.stages.config import StageConfig
@@ -133,7 +134,9 @@ def peft_config(cfg: LoRAConfig, model: Any) -> Any:
     )
 
 
-def _quantized(model: Any, folder: Path, device: torch.device, checkpointing: bool) -> Any:
+def _quantized(
+    model: Any, folder: Path, device: torch.device, checkpointing: bool, trust_remote_code: bool
+) -> Any:
     """The same weights reloaded in 4-bit NF4, the full-precision copy kept in ``folder`` for the merge."""
     from accelerate import PartialState
     from peft import prepare_model_for_kbit_training
@@ -152,7 +155,11 @@ def _quantized(model: Any, folder: Path, device: torch.device, checkpointing: bo
         bnb_4bit_compute_dtype=compute,
     )
     loaded = type(model).from_pretrained(
-        str(folder), quantization_config=quant, dtype=compute, device_map={"": device.index or 0}
+        str(folder),
+        quantization_config=quant,
+        dtype=compute,
+        device_map={"": device.index or 0},
+        trust_remote_code=remote_code(folder, trust_remote_code),
     )
     return prepare_model_for_kbit_training(loaded, use_gradient_checkpointing=checkpointing)
 
@@ -170,7 +177,9 @@ def apply_lora(
     check_unmerged(lora, cfg.model.init)
     if lora.qlora:
         folder = Path(cfg.output_dir) / _QLORA_BASE_DIR
-        model = _quantized(model, folder, device, cfg.train.gradient_checkpointing)
+        model = _quantized(
+            model, folder, device, cfg.train.gradient_checkpointing, cfg.model.trust_remote_code
+        )
     try:
         wrapped = get_peft_model(model, peft_config(lora, model))
     except ValueError as exc:  # e.g. a target module name the model does not have
@@ -201,12 +210,14 @@ def _save_adapter(model: Any, folder: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _full_precision_base(model: Any, folder: Path) -> Any:
+def _full_precision_base(model: Any, folder: Path, trust_remote_code: bool) -> Any:
     """For QLoRA: the saved full-precision base with the trained adapter (and saved modules) loaded into it."""
     from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
     base_cls = type(model.get_base_model())
-    base = base_cls.from_pretrained(str(folder), dtype=torch.float32)
+    base = base_cls.from_pretrained(
+        str(folder), dtype=torch.float32, trust_remote_code=remote_code(folder, trust_remote_code)
+    )
     config = model.peft_config[_TRAINED]
     fresh = get_peft_model(base, config)
     state = {k: v.float().cpu() for k, v in get_peft_model_state_dict(model, adapter_name=_TRAINED).items()}
@@ -228,7 +239,7 @@ def export_lora(model: Any, cfg: StageConfig) -> Any:
         shutil.rmtree(base_copy, ignore_errors=True)
         return model
     if lora.qlora:
-        model = _full_precision_base(model, base_copy)
+        model = _full_precision_base(model, base_copy, cfg.model.trust_remote_code)
     merged = model.merge_and_unload()
     shutil.rmtree(base_copy, ignore_errors=True)
     return merged
@@ -263,7 +274,7 @@ def is_adapter_folder(path: Path) -> bool:
     return (path / "adapter_config.json").exists() and not (path / "config.json").exists()
 
 
-def load_adapter_folder(path: Path, dtype: torch.dtype, attn: str) -> Any:
+def load_adapter_folder(path: Path, dtype: torch.dtype, attn: str, trust_remote_code: bool = False) -> Any:
     """Load an unmerged stage folder as a plain model: its base with the adapter merged in."""
     import json
 
@@ -278,8 +289,14 @@ def load_adapter_folder(path: Path, dtype: torch.dtype, attn: str) -> Any:
         raise ModelError(f"{path}: a {config.get('task_type')} adapter cannot start a causal-LM stage")
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            base, dtype=dtype, attn_implementation=attn, use_safetensors=True
+            base,
+            dtype=dtype,
+            attn_implementation=attn,
+            use_safetensors=True,
+            trust_remote_code=remote_code(base, trust_remote_code),
         )
+        # peft imports no code of its own from a folder (adapter_config.json names only library classes),
+        # so the base model load above is the one that needs the check.
         merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load the adapter folder {path} on its base '{base}': {exc}") from exc

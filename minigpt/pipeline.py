@@ -11,18 +11,18 @@ moved keeps its keys and its finished stages are still skipped there.
 from __future__ import annotations
 
 import copy
-import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
-from minigpt.checkpoints import read_done, write_json_atomic
+from minigpt.checkpoints import read_done, read_json_file, write_json_atomic
 from minigpt.config import Strict, read_yaml, validate
 from minigpt.errors import ConfigError
 from minigpt.models.tokenizer_cli import TokenizerConfig, train_from_config
-from minigpt.pipeline_keys import StageKeys
+from minigpt.pipeline_keys import StageKeys, user_code_digests
 from minigpt.stages.config import StageConfig, resolve_paths, validate_algo
 
 
@@ -141,15 +141,36 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[R
             if "tokenizer" not in model and tokenizer_dir and model["init"] != model_dir:
                 model["tokenizer"] = tokenizer_dir
             data = resolve_paths(data, base)
+            _refuse_later_outputs(data, run_dir, recipe.stages, index, source)
             cfg = validate(StageConfig, data, source, cfg_lines)
             params = validate_algo(cfg, source, cfg_lines)
             files = cfg.data.train + cfg.data.validation
             if cfg.data.data_config:
                 files = [*files, cfg.data.data_config]
-            key, legacy = keys.add(cfg, {"resume"}, files, str(out), cfg.data.data_config)
+            key, legacy = keys.add(
+                cfg, {"resume"}, files, str(out), cfg.data.data_config, code=user_code_digests(params)
+            )
             planned.append(PlannedStage(entry, cfg, params, key, out, legacy))
             model_dir = str(out)
     return recipe, planned
+
+
+def _refuse_later_outputs(
+    data: dict[str, Any], run_dir: Path, stages: list[StageEntry], index: int, source: str
+) -> None:
+    """A stage cannot start from the output of itself or of a stage that runs after it: that folder does
+    not exist yet on a first run, and on a rerun it holds the previous run's result."""
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    later = {os.path.abspath(run_dir / s.name): s.name for s in stages[index:]}
+    for key in ("init", "tokenizer"):
+        value = model.get(key)
+        if isinstance(value, str) and (name := later.get(os.path.abspath(value))) is not None:
+            what = "its own output" if name == stages[index].name else f"the output of stage '{name}'"
+            raise ConfigError(
+                f"{source}: model.{key} '{value}' is {what}, which runs "
+                f"{'as' if name == stages[index].name else 'after'} this stage '{stages[index].name}'. "
+                "A stage can start only from a stage before it in the recipe"
+            )
 
 
 def _resolve_tokenizer_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -169,7 +190,11 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     path = _manifest_path(run_dir)
     if not path.exists():
         return {"stages": {}}
-    return json.loads(path.read_text(encoding="utf-8"))
+    manifest = read_json_file(path, "recipe manifest")
+    if not isinstance(manifest.get("stages", {}), dict):
+        raise ConfigError(f"{path}: the recipe manifest is corrupt ('stages' is not a mapping)")
+    manifest.setdefault("stages", {})
+    return manifest
 
 
 def plan_actions(
@@ -192,6 +217,12 @@ def plan_actions(
             p.action, p.reason = "rerun", "--from / --only"
         elif done and not changed_before:
             p.action, p.reason = "skip", "finished, inputs unchanged"
+        elif p.key_matches(record) and record.get("status") == "running" and _output_complete(p):
+            # killed after the stage wrote stage.json (during its task evaluation): never train it again
+            p.action, p.reason = (
+                "finish",
+                "trained earlier, interrupted before it was recorded: evaluate only",
+            )
         elif p.key_matches(record) and record.get("status") == "running":
             p.action, p.reason = "resume", "interrupted earlier: resume from the newest checkpoint"
         elif record:
@@ -252,7 +283,10 @@ def run_recipe(
     for p in planned:
         if p.action == "skip":
             continue
+        previous = manifest["stages"].get(p.entry.name)
         record = {"key": p.key, "status": "running", "kind": p.entry.kind, "started": time.time()}
+        if p.action == "finish":
+            record["started"] = previous.get("started", record["started"])
         manifest["stages"][p.entry.name] = record
         if is_main:
             write_json_atomic(_manifest_path(run_dir), manifest)
@@ -264,10 +298,25 @@ def run_recipe(
             summary: dict[str, Any] = {"output_dir": str(p.output_dir)}
         else:
             cfg = p.config
-            cfg.resume = p.action == "resume"
-            summary = run_stage(
-                cfg, p.params, overwrite=p.action != "resume", console=console, callbacks=callbacks or []
-            )
+            cfg.resume = p.action in ("resume", "finish")
+            try:
+                summary = run_stage(
+                    cfg,
+                    p.params,
+                    overwrite=not cfg.resume,
+                    console=console,
+                    callbacks=callbacks or [],
+                )
+            except BaseException as exc:
+                # Refused before training (a bad input): the old output is back in place (run_stage), so
+                # its record is too, and undoing the change finds the stage finished again.
+                if is_main and not getattr(exc, "minigpt_training_started", False) and not cfg.resume:
+                    if previous is None:
+                        manifest["stages"].pop(p.entry.name, None)
+                    else:
+                        manifest["stages"][p.entry.name] = previous
+                    write_json_atomic(_manifest_path(run_dir), manifest)
+                raise
             if recipe.evaluation.task and is_main:
                 summary["task_eval"] = evaluate_task(recipe.evaluation, p.output_dir)
             barrier()  # the others wait while the main process evaluates

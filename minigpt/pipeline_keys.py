@@ -37,7 +37,7 @@ def _data_digests(data_config: str | None, generator: str | None = None) -> list
     each local source's files (so editing a source JSONL reruns the stage), the code of each generator, the
     name and revision of each hub dataset; the code of a tokenizer stage's own generator. Missing files
     count as missing (the stage itself then reports them)."""
-    from minigpt.registry import GENERATORS
+    from minigpt.registry import CONVERTERS, GENERATORS
 
     out: list[Any] = (
         [["generator", generator, source_code_hash(GENERATORS.get(generator))]] if generator else []
@@ -51,6 +51,8 @@ def _data_digests(data_config: str | None, generator: str | None = None) -> list
 
     for source in load_mixture(data_config).sources:
         local = source.path or source.offline_path
+        if source.converter is not None and ":" in source.converter:
+            out.append(["converter", source.converter, _user_code_digest(CONVERTERS, source.converter)])
         if local is not None:
             try:
                 files = list_files(local)
@@ -64,6 +66,26 @@ def _data_digests(data_config: str | None, generator: str | None = None) -> list
         else:
             out.append([source.name, source.hub, source.revision])
     return out
+
+
+def _user_code_digest(registry: Any, name: str) -> str | None:
+    """The code of a user's ``package.module:function`` (editing it must rerun the stage that uses it).
+    Built-in converters and rewards are left out: they change with miniGPT's version, not with a run.
+    An import that fails counts as missing (the stage itself then reports it)."""
+    from minigpt.errors import MiniGPTError
+
+    try:
+        return source_code_hash(registry.get(name))
+    except MiniGPTError:
+        return None
+
+
+def user_code_digests(params: Any) -> list[Any]:
+    """Digests of the user reward functions a stage's ``algo.rewards`` names."""
+    from minigpt.registry import REWARDS
+
+    names = [spec.name for spec in getattr(params, "rewards", None) or []]
+    return [["reward", n, _user_code_digest(REWARDS, n)] for n in names if ":" in n]
 
 
 RUN_PLACEHOLDER = "<run>"
@@ -122,6 +144,7 @@ class StageKeys:
         output_dir: str,
         data_config: str | None = None,
         generator: str | None = None,
+        code: list[Any] | None = None,
     ) -> tuple[str, str]:
         digests = [_file_digest(f) for f in files]
         legacy_dump = config.model_dump(mode="json", exclude=exclude)
@@ -138,6 +161,8 @@ class StageKeys:
             None if _is_inside(f, self.earlier_outputs) else d for f, d in zip(files, digests, strict=True)
         ]
         sources = _data_digests(data_config, generator)  # not in legacy keys: older versions left them out
+        if code:  # only when there is user code, so keys of stages without any stay as they were
+            sources = [*sources, *code]
         key = _hash([self.previous, relative_to_run(dump, self.prefixes), digests, sources])
         self.previous, self.previous_legacy = key, legacy
         self.earlier_outputs.append(os.path.abspath(output_dir))

@@ -7,6 +7,7 @@ resume) with the metrics callback → final evaluation → atomic export of the 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -16,8 +17,19 @@ from typing import Any
 
 import torch
 
-from minigpt.checkpoints import DONE_FILE, OutputLock, export_final, newest_checkpoint, write_json_atomic
+from minigpt.checkpoints import (
+    DONE_FILE,
+    LOCK_FILE,
+    OutputLock,
+    clear_leftovers,
+    export_final,
+    newest_checkpoint,
+    read_done,
+    resumable_checkpoint,
+    write_json_atomic,
+)
 from minigpt.config import dump_config
+from minigpt.disk import DiskError, writing
 from minigpt.distributed import barrier, broadcast_from_main, export_state_dict, gather_full_state_dict
 from minigpt.errors import TrainingError
 from minigpt.lora import apply_lora
@@ -31,6 +43,8 @@ from minigpt.stages.rows import load_rows
 from minigpt.stages.trainer import MetricsCallback, attach, quiet_progress
 
 _RUN_MARKERS = ("metrics.jsonl", "checkpoints", DONE_FILE)
+_ASIDE_PREFIX = ".replaced-"
+_NEVER = 2**62  # a save interval no run reaches: only the end-of-training save happens
 
 
 def pick_device() -> torch.device:
@@ -88,8 +102,11 @@ def training_arguments(
         "logging_nan_inf_filter": t.max_bad_steps > 0,
         "eval_strategy": "steps" if eval_every else "no",
         "eval_steps": eval_every or None,
-        "save_strategy": "steps" if t.save_interval else "no",
-        "save_steps": t.save_interval or 500,
+        # The state at the last step is always checkpointed (transformers saves at the end under "steps"),
+        # so a failed export loses no training; with save_interval 0 that is the only checkpoint, and it is
+        # deleted once the final folder is complete.
+        "save_strategy": "steps",
+        "save_steps": t.save_interval or _NEVER,
         "save_total_limit": t.save_total_limit,
         "report_to": "none",  # reporting is done by minigpt.metrics (exact metric names)
         "disable_tqdm": False,
@@ -110,19 +127,44 @@ def training_arguments(
     return kwargs
 
 
-def _prepare_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
+def _prepare_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> Path | None:
+    """Refuse to write over a finished or started run unless asked; with ``overwrite``, move the old run
+    aside (``<output_dir>/.replaced-<pid>``) rather than delete it: it is deleted only once the new run has
+    checked all its inputs and starts training, and put back if the new run is refused before that."""
     existing = [m for m in _RUN_MARKERS if (output_dir / m).exists()]
     if not existing or resume:
-        return
+        return None
     if not overwrite:
         raise TrainingError(
             f"{output_dir} already holds a run ({', '.join(existing)}). Use --resume to continue it, "
             "--overwrite to start again, or another output_dir."
         )
-    for child in output_dir.iterdir():
-        if child.name == ".minigpt.lock":
-            continue
-        shutil.rmtree(child) if child.is_dir() else child.unlink()
+    aside = output_dir / f"{_ASIDE_PREFIX}{os.getpid()}"
+    with writing(output_dir, "moving the previous run aside"):
+        aside.mkdir()
+        for child in list(output_dir.iterdir()):
+            if child.name not in (LOCK_FILE, aside.name):
+                os.replace(child, aside / child.name)
+    return aside
+
+
+def _restore_aside(output_dir: Path, aside: Path) -> None:
+    """Put a run moved aside back in place of whatever a refused (or killed) attempt wrote."""
+    for child in list(output_dir.iterdir()):
+        if child.name not in (LOCK_FILE, aside.name):
+            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+    for child in list(aside.iterdir()):
+        os.replace(child, output_dir / child.name)
+    aside.rmdir()
+
+
+def _recover_aside(output_dir: Path) -> Path | None:
+    """A run killed between moving the old run aside and starting to train left it in ``.replaced-*``: it
+    is put back before anything else looks at the folder (we hold the lock, so its owner is gone)."""
+    found = sorted(output_dir.glob(f"{_ASIDE_PREFIX}*")) if output_dir.is_dir() else []
+    for aside in found:
+        _restore_aside(output_dir, aside)
+    return found[-1] if found else None
 
 
 def _trim_metrics(path: Path, last_step: int) -> None:
@@ -150,15 +192,57 @@ def run_stage(
     output_dir = Path(cfg.output_dir)
     is_main = distributed_state().is_main_process  # the first call decides CPU vs GPU (see its docstring)
     with OutputLock(output_dir) if is_main else nullcontext():
-        if is_main:
-            _prepare_output_dir(output_dir, cfg.resume, overwrite)
+        finished = _finished_summary(output_dir, cfg, console) if is_main else None
+        if broadcast_from_main(finished is not None):
+            return broadcast_from_main(finished)
+        aside = _prepare_output_dir(output_dir, cfg.resume, overwrite) if is_main else None
         before = set(output_dir.iterdir()) if output_dir.is_dir() else set()
+
+        def started() -> None:  # every input is checked and training begins: the old run can go now
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
+
         try:
-            return _run_locked(cfg, params, stage_cls, output_dir, is_main, callbacks, console)
+            return _run_locked(cfg, params, stage_cls, output_dir, is_main, callbacks, console, started)
         except BaseException as exc:
             if is_main and not getattr(exc, "minigpt_training_started", False) and not cfg.resume:
                 _remove_new_entries(output_dir, before)  # refused before training: leave nothing behind
+                if aside is not None:
+                    _restore_aside(output_dir, aside)
             raise
+
+
+def _same_config(output_dir: Path, cfg: StageConfig) -> bool:
+    """The finished run in ``output_dir`` was trained with this config (``resume`` aside): a resume with a
+    changed config (more steps, other data) is a request to train on, and goes through the trainer."""
+    import yaml
+
+    from minigpt.secrets import redact
+
+    try:
+        saved = yaml.safe_load((output_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False
+    current = redact(cfg.model_dump(mode="json"))
+    if not isinstance(saved, dict):
+        return False
+    saved.pop("resume", None)
+    current.pop("resume", None)
+    return saved == current
+
+
+def _finished_summary(output_dir: Path, cfg: StageConfig, console: bool) -> dict[str, Any] | None:
+    """Under the lock: clear what killed runs left behind, and for a resume of a stage that already
+    finished (``stage.json`` present) its summary, so that a finished stage is never trained again."""
+    recovered = _recover_aside(output_dir)
+    cleared = clear_leftovers(output_dir)
+    if console and (recovered or cleared):
+        names = [p.name for p in cleared] + ([f"{recovered.name} (put back)"] if recovered else [])
+        print(f"{output_dir}: cleared what an interrupted run left: {', '.join(names)}", flush=True)
+    done = read_done(output_dir) if cfg.resume and _same_config(output_dir, cfg) else None
+    if done is not None and console:
+        print(f"{output_dir}: the stage already finished (stage.json); nothing to resume", flush=True)
+    return done
 
 
 def _remove_new_entries(output_dir: Path, before: set[Path]) -> None:
@@ -168,7 +252,7 @@ def _remove_new_entries(output_dir: Path, before: set[Path]) -> None:
 
 
 def _run_locked(
-    cfg, params, stage_cls, output_dir: Path, is_main: bool, callbacks, console: bool
+    cfg, params, stage_cls, output_dir: Path, is_main: bool, callbacks, console: bool, started
 ) -> dict[str, Any]:
     from accelerate import PartialState
     from transformers import set_seed
@@ -177,9 +261,10 @@ def _run_locked(
     device = pick_device()
     tok_src = tokenizer_source(cfg.model)
     tokenizer = load_tokenizer(tok_src, cfg.model.revision, cfg.model.trust_remote_code)
-    if stage_cls.schema != "text":
+    schema = stage_cls.row_schema(params)
+    if schema != "text":
         check_chat_tokenizer(tokenizer, tok_src)
-    train_rows, val_rows, sources = load_rows(cfg, tokenizer, output_dir)
+    train_rows, val_rows, sources = load_rows(cfg, tokenizer, output_dir, schema)
     set_seed(cfg.seed)  # the same initial weights whatever data loading consumed
     model = build_model(
         cfg.model,
@@ -247,8 +332,10 @@ def _run_locked(
     quiet_progress(trainer)
     trainer_ref.append(trainer)
 
-    checkpoint = newest_checkpoint(output_dir / "checkpoints") if cfg.resume else None
+    checkpoint, damaged = resumable_checkpoint(output_dir / "checkpoints") if cfg.resume else (None, [])
     checkpoint = broadcast_from_main(checkpoint)  # every process resumes from the one the main process found
+    for note in damaged:
+        log.note(note)
     if checkpoint is not None:
         step = int(checkpoint.name.split("-")[-1])
         if is_main:
@@ -258,7 +345,8 @@ def _run_locked(
         if is_main:  # nothing to resume from: the earlier attempt's log records would repeat steps
             _trim_metrics(output_dir / "metrics.jsonl", 0)
         log.note("resume requested but no complete checkpoint found: starting from the beginning")
-    started = time.time()
+    started()
+    start_time = time.time()
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         final_metrics = dict(result.metrics)
@@ -266,13 +354,20 @@ def _run_locked(
             if metrics_cb.last_eval_step != trainer.state.global_step:
                 trainer.evaluate()
             final_metrics.update(metrics_cb.last_eval)
-        train_seconds = time.time() - started
+        train_seconds = time.time() - start_time
         gathered = gather_full_state_dict(trainer)  # FSDP / DeepSpeed shards: every process takes part
         if is_main:
             exported = stage.export_model(trainer)
             # transformers' Trainer turns the KV cache off for training; the saved model is for inference.
             exported.config.use_cache = True
-            export_final(exported, tokenizer, output_dir, export_state_dict(trainer, exported, gathered))
+            try:
+                export_final(exported, tokenizer, output_dir, export_state_dict(trainer, exported, gathered))
+            except DiskError as exc:  # the trained weights are safe in the final checkpoint
+                final = newest_checkpoint(output_dir / "checkpoints")
+                raise DiskError(
+                    f"{exc}. The trained weights are kept in {final}: free the space (or fix the "
+                    "folder) and run the stage again with --resume to export them"
+                ) from exc
         task_eval = stage.final_evaluation(output_dir) if is_main else {}
     except BaseException as exc:
         exc.minigpt_training_started = True  # its checkpoints and logs are kept for --resume
@@ -294,6 +389,8 @@ def _run_locked(
     }
     if is_main:
         write_json_atomic(output_dir / DONE_FILE, summary)
+        if not cfg.train.save_interval:  # the final state was kept only until the export was complete
+            shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
     barrier()  # the next stage of a recipe reads this folder: no process may start it before it is written
     return summary
 

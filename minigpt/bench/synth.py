@@ -36,7 +36,10 @@ class SynthTokenizer:
     def load(self):
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(str(self.path))
+        from minigpt.models.loading import remote_code
+
+        # The folder is the bench's own (build_tokenizer): it ships no code, and none is ever run.
+        return AutoTokenizer.from_pretrained(str(self.path), trust_remote_code=remote_code(self.path, False))
 
 
 def build_tokenizer(vocab_size: int, out_dir: Path) -> SynthTokenizer:

@@ -76,11 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="minigpt data", description="Plan and prepare data mixtures.")
     add_data_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except MiniGPTError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from minigpt.secrets import redacted_console
+
+    with redacted_console():
+        try:
+            return args.func(args)
+        except MiniGPTError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -120,6 +120,9 @@ with warnings.catch_warnings():
         description: str = ""
         seed: int = 0
         tokenizer: str | None = None
+        trust_remote_code: bool = False
+        """Let the tokenizer folder run Python code it ships (``auto_map``); such a folder is refused
+        otherwise. It changes whether the set can be prepared, never what is in it: not fingerprinted."""
         unit: Literal["samples", "tokens"] = "samples"
         budget: BudgetSpec = Field(default_factory=lambda: BudgetSpec(epochs=1))
         max_repeat: float = Field(default=4.0, gt=0)

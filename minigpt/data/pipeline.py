@@ -1,8 +1,11 @@
 """One source's rows through the pipeline: read → convert → adapt and check the schema → count tokens →
-filter → dedup. Bad rows raise (on_error: raise) or are skipped and counted by reason (on_error: skip)."""
+filter → dedup. Bad rows raise (on_error: raise) or are skipped and counted by reason (on_error: skip).
+
+``read_checked`` is the same read and schema check for a file given straight to a stage (``data.train``)."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -11,7 +14,7 @@ from typing import Any
 from minigpt.data.config import MixtureConfig, SourceConfig
 from minigpt.data.parallel import map_chunks, worker_count
 from minigpt.data.problems import EMPTY_TURN, Location, data_error, locate, reason_of
-from minigpt.data.readers import RawRow
+from minigpt.data.readers import RawRow, list_files, read_rows
 from minigpt.data.schema import Renderer, adapt, content_key
 from minigpt.data.sources import OpenedSource
 from minigpt.data.tokens import TokenCounter
@@ -58,6 +61,24 @@ class Row:
     data: dict[str, Any]
     tokens: int | None
     key: bytes
+
+
+def read_checked(path: str | os.PathLike, schema: str, render: Renderer | None) -> list[dict[str, Any]]:
+    """Rows of a file (or folder of shards) given straight to a stage, checked exactly as a mixture source's
+    rows are: the same readers, then ``adapt`` to ``schema`` (a row of another schema is turned into this one
+    where a mixture would, e.g. conversations → text with ``render``). There is no converter, so the file
+    must hold schema rows. Raises on the first bad row, naming file, line (or row) and field; an empty file
+    gives no rows (whether that is an error is the caller's decision)."""
+    rows: list[dict[str, Any]] = []
+    for file in list_files(path):
+        for item in read_rows(file):
+            if item.error is not None:
+                raise item.error
+            try:
+                rows.append(adapt(item.data, schema, render))
+            except DataError as err:
+                raise locate(err, item.loc) from None
+    return rows
 
 
 def _converter(config_name: str | None) -> Callable[..., Any] | None:

@@ -32,6 +32,7 @@ from minigpt.data.sources import OpenedSource, offline_mode, open_source, source
 from minigpt.data.tokens import TokenCounter, Tokenizer, load_tokenizer, tokenizer_hash
 from minigpt.errors import DataError
 from minigpt.registry import CONVERTERS
+from minigpt.secrets import redact
 
 FORMAT_VERSION = 1
 _PACKAGE = Path(__file__).resolve().parent
@@ -81,7 +82,7 @@ def _setup(config_or_path: Any, tokenizer: Any, overrides: list[str] | None, off
     config = load_mixture(config_or_path, overrides)
     label = str(config_or_path) if isinstance(config_or_path, str | os.PathLike) else "<mixture config>"
     spec = tokenizer if tokenizer is not None else config.tokenizer
-    tok = load_tokenizer(spec)
+    tok = load_tokenizer(spec, config.trust_remote_code)
     tok_label = None
     if tok is not None:
         tok_label = (
@@ -106,7 +107,8 @@ def fingerprint(setup: _Setup) -> str:
     payload = {
         "format": FORMAT_VERSION,
         # num_proc changes how fast, never what: a set prepared with 8 processes is reused with 1.
-        "config": setup.config.model_dump(mode="json", exclude={"num_proc"}),
+        # trust_remote_code decides whether the tokenizer may load, not what it counts (its hash below).
+        "config": setup.config.model_dump(mode="json", exclude={"num_proc", "trust_remote_code"}),
         "sources": [{"origin": o.origin, **o.content_id()} for o in setup.opened],
         "code": code_version(setup.config),
         "tokenizer": tokenizer_hash(setup.tokenizer) if setup.tokenizer is not None else None,
@@ -263,8 +265,8 @@ def prepare_dataset(
         build = build_mixture(config, setup.opened, setup.counter, workdir=work)
         train = _write(build.train, work / "train.jsonl", f"{config.seed}:{config.stem}")
         val = _write(build.val, work / "val.jsonl", None)
-        manifest = _manifest(
-            setup, fp, build, {"path": train_path.name, **train}, {"path": val_path.name, **val}
+        manifest = redact(  # it records source paths, hub ids and revisions, where a token may sit
+            _manifest(setup, fp, build, {"path": train_path.name, **train}, {"path": val_path.name, **val})
         )
         (work / "manifest.json").write_text(
             json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", "utf-8"

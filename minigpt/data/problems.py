@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from minigpt.errors import DataError
+from minigpt.secrets import redact_text
 
 EMPTY_TURN = "empty turn"  # the one reason that filters.empty_turns: drop turns into a counted filter
 
@@ -22,8 +23,9 @@ class Location:
 
     @property
     def id(self) -> str:
-        """Short row id for ``meta.id``: file name plus line or row."""
-        name = self.file.rsplit("/", 1)[-1]
+        """Short row id for ``meta.id``: file name plus line or row. It is written into every prepared row,
+        so a token in the name (``rows-<token>.jsonl``) is redacted here, where the project adds it."""
+        name = redact_text(self.file.rsplit("/", 1)[-1])
         if self.line is not None:
             return f"{name}:{self.line}"
         return f"{name}#{self.row}" if self.row is not None else name

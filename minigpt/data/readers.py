@@ -52,7 +52,14 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[RawRow]:
         yield _bad(Location(file), f"cannot read file: {exc.strerror}", "unreadable file")
 
 
+JSON_ARRAY_IN_JSONL = (
+    "the file holds a JSON array, not JSON Lines (one object per line): "
+    "name it .json to read it as an array, or write one object per line"
+)
+
+
 def _jsonl_lines(handle: Iterable[bytes], file: str) -> Iterator[RawRow]:
+    first = True
     for number, raw in enumerate(handle, 1):
         if number == 1 and raw.startswith(codecs.BOM_UTF8):
             raw = raw[len(codecs.BOM_UTF8) :]
@@ -62,8 +69,15 @@ def _jsonl_lines(handle: Iterable[bytes], file: str) -> Iterator[RawRow]:
         except UnicodeDecodeError as exc:
             yield _bad(loc, f"not valid UTF-8 (byte {exc.start + 1} of the line)", "not valid UTF-8")
             continue
-        if text.strip():
-            yield _parse_object(text, loc)
+        if not text.strip():
+            continue
+        if first and text.lstrip().startswith("["):
+            # A row is never an array, so a first line opening one is a whole JSON array file: one error
+            # for the file, not "malformed JSON" for each of its lines.
+            yield _bad(loc, JSON_ARRAY_IN_JSONL, "JSON array in a JSON Lines file")
+            return
+        first = False
+        yield _parse_object(text, loc)
 
 
 def _decode_whole(path: Path) -> str | RawRow:
@@ -128,8 +142,13 @@ def iter_csv(path: Path) -> Iterator[RawRow]:
 
 
 def iter_parquet(path: Path) -> Iterator[RawRow]:
-    import pyarrow.parquet as pq
-
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:  # an optional dependency: refuse the file by name instead of a traceback
+        yield _bad(
+            Location(str(path)), "reading parquet needs pyarrow, which is not installed", "unreadable file"
+        )
+        return
     try:
         parquet = pq.ParquetFile(path)
     except Exception as exc:  # arrow raises several types for a damaged file; all mean "cannot read"
@@ -172,10 +191,16 @@ def list_files(path: str | os.PathLike) -> list[Path]:
     return [root]
 
 
+def read_rows(path: Path) -> Iterator[RawRow]:
+    """Rows of one file, read by what its suffix says it is (.jsonl, .json, .csv, .parquet); an empty file
+    gives no rows. ``path`` is one of ``list_files``' answers (so its suffix is a supported one)."""
+    return _READERS[path.suffix](path)
+
+
 def iter_file(path: Path) -> Iterator[RawRow]:
     """Rows of one file; a file with no rows at all is reported as an error row (never silently empty)."""
     empty = True
-    for item in _READERS[path.suffix](path):
+    for item in read_rows(path):
         empty = False
         yield item
     if empty:

@@ -2,7 +2,11 @@
 
 Role order: an optional system turn first, then user and assistant alternating. A conversation ends with an
 assistant turn; a prompt ends with a user turn; chosen/rejected continue a prompt, so they start with the
-assistant. Content is a non-empty string. ``messages`` is accepted for ``conversations``.
+assistant. Content is a non-empty string. ``messages`` is accepted for ``conversations``, and a plain-string
+``prompt`` of a ``prompt_only`` row is one user turn.
+
+``adapt`` is the one schema check: mixture rows (after their converter) and files given straight to a stage
+(``data.train`` / ``data.validation``, see ``minigpt.data.pipeline.read_checked``) both go through it.
 """
 
 from __future__ import annotations
@@ -59,7 +63,10 @@ def check_messages(
             raise empty_turn(f"{where}.content", f"{role} turn")
         out.append({"role": role, "content": content})
     if last is not None and out[-1]["role"] != last:
-        raise fail("wrong role order", f"{field}[{len(out) - 1}].role", f"must end with a {last} turn")
+        article = "an" if last == "assistant" else "a"
+        raise fail(
+            "wrong role order", f"{field}[{len(out) - 1}].role", f"must end with {article} {last} turn"
+        )
     return out
 
 
@@ -79,7 +86,10 @@ def validate_row(row: dict[str, Any], schema: str) -> dict[str, Any]:
     elif schema == "conversations":
         row["conversations"] = check_messages(row["conversations"], "conversations")
     elif schema == "prompt_only":
-        row["prompt"] = check_messages(row["prompt"], "prompt", last="user")
+        prompt = row["prompt"]
+        if isinstance(prompt, str):  # a plain-text prompt is one user turn (the RL stages always took it)
+            prompt = [{"role": "user", "content": prompt}]
+        row["prompt"] = check_messages(prompt, "prompt", last="user")
     else:
         row["prompt"] = check_messages(row["prompt"], "prompt", last="user")
         for name in ("chosen", "rejected"):
@@ -96,6 +106,8 @@ def detect_schema(row: dict[str, Any], target: str) -> str:
     """Which schema a converter's output row is in; the target wins when its fields are present."""
     if all(k in row for k in SCHEMA_FIELDS[target]):
         return target
+    if target == "preference" and ("chosen" in row or "rejected" in row):
+        return target  # half a pair: a preference row missing a field (named by validation), not a prompt
     if "chosen" in row and "rejected" in row:
         return "preference"
     if "prompt" in row:
@@ -132,7 +144,8 @@ def adapt(row: dict[str, Any], target: str, render: Renderer | None) -> dict[str
         return validate_row({"text": render(row["conversations"]), **extras}, target)
     if produced == target:
         return validate_row(row, target)
-    raise fail("wrong schema", None, f"the converter produced a {produced} row; the mixture wants {target}")
+    # Worded for both callers: a mixture (after its converter) and a file given straight to a stage.
+    raise fail("wrong schema", None, f"a {produced} row cannot be turned into a {target} row")
 
 
 def content_key(row: dict[str, Any], schema: str) -> bytes:

@@ -12,19 +12,31 @@ import json
 import os
 from typing import Any
 
-from minigpt.errors import ConfigError
+from minigpt.errors import ConfigError, MiniGPTError
 
 Tokenizer = Any  # a transformers PreTrainedTokenizerBase; kept loose so importing this module stays cheap
 
 
-def load_tokenizer(spec: str | os.PathLike | Tokenizer | None) -> Tokenizer | None:
-    """A tokenizer object from a folder or hub id; an object is returned as is; None stays None."""
+ALLOW_IN_MIXTURE = "set trust_remote_code: true in the mixture config"
+
+
+def load_tokenizer(
+    spec: str | os.PathLike | Tokenizer | None, trust_remote_code: bool = False
+) -> Tokenizer | None:
+    """A tokenizer object from a folder or hub id; an object is returned as is; None stays None. A folder
+    shipping its own code (``auto_map``) is refused unless ``trust_remote_code`` (the mixture's)."""
     if spec is None or not isinstance(spec, str | os.PathLike):
         return spec
     from transformers import AutoTokenizer
 
+    from minigpt.models.loading import remote_code
+
     try:
-        return AutoTokenizer.from_pretrained(str(spec))
+        return AutoTokenizer.from_pretrained(
+            str(spec), trust_remote_code=remote_code(spec, trust_remote_code, ALLOW_IN_MIXTURE)
+        )
+    except MiniGPTError:
+        raise  # the refusal of a folder's code says what to do; it is not a "cannot load"
     except Exception as exc:  # transformers raises OSError, ValueError, ... for a bad folder or id
         raise ConfigError(f"cannot load tokenizer '{spec}': {exc}") from exc
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,6 +14,10 @@ from minigpt.errors import ModelError
 from minigpt.registry import PRESETS
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+# Files in which a folder names its own Python classes (``auto_map``) for transformers to import and run.
+_CODE_MAPS = ("config.json", "tokenizer_config.json")
+ALLOW_IN_STAGE = "set model.trust_remote_code: true in the stage config"
+ALLOW_ON_CLI = "pass --trust-remote-code (trust_remote_code=True from Python)"
 
 
 class ModelConfig(Strict):
@@ -43,7 +49,37 @@ def _is_local(init: str) -> bool:
     return Path(init).expanduser().exists()
 
 
-def load_tokenizer(path: str, revision: str | None = None, trust_remote_code: bool = False):
+def remote_code(source: str | os.PathLike, trust_remote_code: bool, allow: str = ALLOW_IN_STAGE) -> bool:
+    """The ``trust_remote_code`` value to give a ``from_pretrained`` call that loads ``source``; every such
+    call in the package takes it from here (a test checks), so none can forget the check.
+
+    Always a bool: ``None`` (transformers' default) makes transformers ask on the terminal whether to run the
+    folder's code. A local folder whose ``config.json`` or ``tokenizer_config.json`` names its own classes
+    (``auto_map``) is refused unless ``trust_remote_code`` is on: otherwise transformers either refuses with
+    a long message or, for a model type it knows, silently swaps in its own class, so what would run would
+    depend on the installed version. ``allow`` says how the user switches it on where this load happens.
+    A hub id is passed through; with False, transformers never runs its code."""
+    if trust_remote_code:
+        return True
+    folder = Path(source).expanduser()
+    for name in _CODE_MAPS:
+        try:
+            data = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # absent (a hub id) or unreadable: transformers reports the latter
+            continue
+        auto_map = data.get("auto_map") if isinstance(data, dict) else None
+        if auto_map:
+            classes = ", ".join(sorted(map(str, auto_map))) if isinstance(auto_map, dict) else str(auto_map)
+            raise ModelError(
+                f"{folder}: {name} has an auto_map ({classes}): the folder ships Python code that loading it "
+                f"would run; miniGPT does not run it unless you allow it: {allow} if you trust this folder"
+            )
+    return False
+
+
+def load_tokenizer(
+    path: str, revision: str | None = None, trust_remote_code: bool = False, allow: str = ALLOW_IN_STAGE
+):
     from transformers import AutoTokenizer
 
     local = Path(path).expanduser()
@@ -57,7 +93,9 @@ def load_tokenizer(path: str, revision: str | None = None, trust_remote_code: bo
         )
     try:
         return AutoTokenizer.from_pretrained(
-            str(local) if local.exists() else path, revision=revision, trust_remote_code=trust_remote_code
+            str(local) if local.exists() else path,
+            revision=revision,
+            trust_remote_code=remote_code(path, trust_remote_code, allow),
         )
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load tokenizer '{path}': {exc}") from exc
@@ -98,7 +136,7 @@ def build_model(cfg: ModelConfig, tokenizer, device: torch.device, dtype: torch.
             from minigpt.lora import is_adapter_folder, load_adapter_folder
 
             if is_adapter_folder(Path(source).expanduser()):  # a stage trained with lora.merge: false
-                model = load_adapter_folder(Path(source).expanduser(), dtype, attn)
+                model = load_adapter_folder(Path(source).expanduser(), dtype, attn, cfg.trust_remote_code)
                 if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
                     model.resize_token_embeddings(len(tokenizer))
                 return model.to(device)
@@ -111,7 +149,7 @@ def build_model(cfg: ModelConfig, tokenizer, device: torch.device, dtype: torch.
             model = AutoModelForCausalLM.from_pretrained(
                 source,
                 revision=cfg.revision,
-                trust_remote_code=cfg.trust_remote_code,
+                trust_remote_code=remote_code(source, cfg.trust_remote_code),
                 use_safetensors=True,
                 dtype=dtype,
                 attn_implementation=attn,

@@ -5,6 +5,10 @@ Built in: ``gsm8k_answer``, ``format``, ``length`` (``minigpt.rewards.general``)
 
 A config entry is a :class:`RewardSpec` ``{name, weight, args, label}``; :func:`build_rewards` turns a list of
 them into the callables and weights TRL's RL trainers take.
+
+Every call of a configured reward goes through :class:`NamedReward` (TRL's GRPO/RLOO trainers and the ppo/spo
+rollout alike), which is where a reward that raises, or returns anything but one finite number per completion,
+is caught (:class:`RewardFault`); the trainer (``minigpt.stages.trainer``) then stops or skips the step.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import math
+import reprlib
 from typing import Any
 
 from pydantic import field_validator, model_validator
 
 from minigpt.config import Strict
-from minigpt.errors import ConfigError
+from minigpt.errors import ConfigError, TrainingError
 from minigpt.registry import REWARDS
 from minigpt.rewards import general  # noqa: F401  (imported for registration)
 from minigpt.rewards.general import completion_text, extract_final_number
@@ -90,20 +96,99 @@ class RewardSpec(Strict):
         return self
 
 
+class RewardFault(TrainingError):
+    """A reward function raised, or did not return one finite number per completion."""
+
+    def __init__(self, label: str, problem: str):
+        self.label, self.problem = label, problem
+        super().__init__(f"reward '{label}' {problem}")
+
+
+_SHORT = reprlib.Repr()  # keyword arguments need Python 3.12
+_SHORT.maxstring = _SHORT.maxother = 40
+
+
+def reward_problem(values: Any, n: int) -> tuple[list[float], str | None]:
+    """(the rewards as floats, None), or ([], what is wrong) when ``values`` is not ``n`` finite numbers.
+
+    None is refused too: TRL reads it as "this reward does not apply" and its weighted sum then counts the
+    sample as 0 (or, when no reward applies, drops it), so a reward that fails on some inputs would be
+    trained on silently. A function meant to abstain should return a neutral number."""
+    not_a_list = f"returned {type(values).__name__}, not a list of {n} numbers"
+    if isinstance(values, (str, bytes, dict)):
+        return [], not_a_list
+    try:
+        items = list(values)
+    except TypeError:  # not iterable (None, a number, a 0-d tensor)
+        return [], not_a_list
+    if len(items) != n:
+        return [], f"returned {len(items)} values for {n} completions"
+    rewards: list[float] = []
+    kinds: dict[str, int] = {}  # what was wrong → how many completions, in order of first sight
+    for value in items:
+        kind = None
+        if value is None:
+            kind = "None"
+        elif isinstance(value, (str, bytes)):  # float("1") would parse it
+            kind = f"a {type(value).__name__} ({_SHORT.repr(value)})"
+        else:
+            try:
+                number = float(value)
+            except (TypeError, ValueError, OverflowError):
+                kind = f"a {type(value).__name__} ({_SHORT.repr(value)})"
+            else:
+                if math.isnan(number):
+                    kind = "nan"
+                elif math.isinf(number):
+                    kind = "inf" if number > 0 else "-inf"
+                rewards.append(number)
+        if kind is not None:
+            kinds[kind] = kinds.get(kind, 0) + 1
+    if kinds:
+        return [], f"returned {', '.join(kinds)} for {sum(kinds.values())} of {n} completions"
+    return rewards, None
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class NamedReward:
     """A reward function with its config args bound and a display name.
 
     TRL names its per-reward metrics after ``__name__`` and unwraps a bare ``functools.partial`` to the
     wrapped function's name, so two differently configured uses of one function would share a name.
+
+    A call returns one float per completion or fails with a :class:`RewardFault` naming the label. With
+    ``skip_faults`` (set by the trainer when ``train.max_bad_steps`` > 0) the fault is appended to ``faults``
+    instead and the call returns NaN for every completion (TRL's "no reward"): every process then runs the
+    step's collectives to the end and the trainer skips the step (``MiniGPTTrainerMixin``).
     """
 
     def __init__(self, fn: Any, args: dict[str, Any], name: str):
         self.func = functools.partial(fn, **args) if args else fn
         self.args = dict(args)
         self.__name__ = name
+        self.skip_faults = False
+        self.faults: list[RewardFault] = []
 
     def __call__(self, **kwargs: Any) -> list[float]:  # TRL passes everything by keyword
-        return self.func(**kwargs)
+        n = len(kwargs["completions"])
+        try:
+            values = self.func(**kwargs)
+        except Exception as exc:  # any failure of user code is this reward's fault, reported as one line
+            detail = _one_line(str(exc))
+            problem = f"raised {type(exc).__name__}" + (f": {detail}" if detail else "")
+        else:
+            rewards, problem = reward_problem(values, n)
+            if problem is None:
+                return rewards
+        fault = RewardFault(self.__name__, problem)
+        if not self.skip_faults:
+            raise fault
+        self.faults.append(fault)
+        return [math.nan] * n
 
     def __repr__(self) -> str:
         return f"NamedReward({self.__name__}, args={self.args})"
@@ -124,9 +209,11 @@ def build_rewards(specs: list[RewardSpec]) -> tuple[list[NamedReward], list[floa
 __all__ = [
     "RESERVED_NAMES",
     "NamedReward",
+    "RewardFault",
     "RewardSpec",
     "build_rewards",
     "check_reward_args",
     "completion_text",
     "extract_final_number",
+    "reward_problem",
 ]

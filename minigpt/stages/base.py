@@ -85,6 +85,12 @@ class Stage(ABC):
     def __init__(self, ctx: StageContext):
         self.ctx = ctx
 
+    @classmethod
+    def row_schema(cls, params: Any) -> str:
+        """The schema of the rows this stage reads with ``params``, known before the stage is built (the
+        runner checks the data against it): ``schema``, unless the params choose (distill)."""
+        return cls.schema
+
     @abstractmethod
     def build_datasets(self) -> tuple[Any, Any | None]:
         """(train, eval-or-None) datasets in the form the stage's trainer takes."""

@@ -122,16 +122,19 @@ class DistillTrainer(LMTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def load_teacher(source: str, student: Any, tokenizer: Any) -> torch.nn.Module:
+def load_teacher(
+    source: str, student: Any, tokenizer: Any, trust_remote_code: bool = False
+) -> torch.nn.Module:
     """The teacher model, refused (naming ``algo.teacher``) unless it shares the student's tokenizer and
-    output vocabulary: the KD term compares the two next-token distributions id by id."""
+    output vocabulary: the KD term compares the two next-token distributions id by id. The stage's
+    ``model.trust_remote_code`` applies to it too."""
     where = f"algo.teacher '{source}'"
     if source in PRESETS:
         raise ConfigError(
             f"{where} is a model preset (random weights): give a trained model folder or hub id"
         )
     try:
-        teacher_tok = load_tokenizer(source)
+        teacher_tok = load_tokenizer(source, trust_remote_code=trust_remote_code)
     except MiniGPTError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     if teacher_tok.get_vocab() != tokenizer.get_vocab():
@@ -141,7 +144,12 @@ def load_teacher(source: str, student: Any, tokenizer: Any) -> torch.nn.Module:
             "teacher and student must share one tokenizer"
         )
     try:
-        teacher = build_model(ModelConfig(init=source), tokenizer, torch.device("cpu"), dtype=student.dtype)
+        teacher = build_model(
+            ModelConfig(init=source, trust_remote_code=trust_remote_code),
+            tokenizer,
+            torch.device("cpu"),
+            dtype=student.dtype,
+        )
     except MiniGPTError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     rows_t = teacher.get_output_embeddings().weight.shape[0]
@@ -159,13 +167,19 @@ class DistillStage(SFTStage):
 
     def __init__(self, ctx: StageContext):
         super().__init__(ctx)
-        self.schema = ctx.params.data_schema  # how rows are encoded (CausalLMStage._encode)
+        self.schema = self.row_schema(ctx.params)  # how rows are encoded (CausalLMStage._encode)
+
+    @classmethod
+    def row_schema(cls, params: DistillParams) -> str:
+        return params.data_schema
 
     def build_trainer(
         self, args_kwargs: dict[str, Any], train_ds, eval_ds, callbacks: list
     ) -> DistillTrainer:
         p: DistillParams = self.ctx.params
-        teacher = load_teacher(p.teacher, self.ctx.model, self.ctx.tokenizer)
+        teacher = load_teacher(
+            p.teacher, self.ctx.model, self.ctx.tokenizer, self.ctx.cfg.model.trust_remote_code
+        )
         trainer = super().build_trainer(args_kwargs, train_ds, eval_ds, callbacks)
         trainer.set_teacher(teacher, p.alpha, p.temperature)
         self.ctx.state.log.note(

@@ -149,9 +149,32 @@ class OnPolicyTrainer(Trainer, metaclass=ABCMeta):
         if not self.accelerator.sync_gradients:  # more micro-steps (prompts) to come in this step
             return torch.zeros((), device=self.args.device)
         rollout, self._pending = Rollout.cat(self._pending), []
+        if self.reward_faulted():
+            return self._skip_update()
         with self._generation_time():
             self.prepare_update(rollout)
+        if self.reward_faulted():  # prepare_update may score more samples (SPO's first-sight estimates)
+            return self._skip_update()
         return self._optimize(model, rollout)
+
+    def reward_faulted(self) -> bool:
+        """Whether a reward function failed in this optimizer step on any process (``train.max_bad_steps``
+        > 0; with 0 the failure has already stopped the stage). Asked before anything is updated: the inner
+        minibatch steps, PPO's critic and SPO's tracker would otherwise learn from the failed rewards."""
+        take = getattr(self, "minigpt_take_reward_faults", None)
+        if take is None:  # pragma: no cover - the mixin is always in the bases
+            return False
+        local = take()
+        if self.accelerator.num_processes == 1 or not self.minigpt_stage.ctx.cfg.train.max_bad_steps:
+            return local
+        flag = torch.tensor(float(local), device=self.args.device)
+        return bool(self.accelerator.reduce(flag, reduction="sum") > 0)  # all processes skip together
+
+    def _skip_update(self) -> Tensor:
+        """End a step whose rewards failed without updating; ``MiniGPTTrainerMixin`` counts the skip and
+        drops the (absent) gradients. The schedules advance as for any skipped step."""
+        self.finish_update()
+        return torch.full((), math.nan, device=self.args.device)  # kept out of the logged mean loss
 
     @contextlib.contextmanager
     def _generation_time(self) -> Iterator[None]:
@@ -302,7 +325,7 @@ class OnPolicyTrainer(Trainer, metaclass=ABCMeta):
         self.minigpt_skipped_steps += 1
         if self.minigpt_skipped_steps > limit:
             raise fault_error(metric, value, self.state.global_step + 1)
-        self._skip_step(metric, value)
+        self._skip_step(f"{metric} is {value}")
         return False
 
     def _get_grad_norm(self, model, grad_norm=None):

@@ -198,7 +198,8 @@ def reward_columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
 
 
 def to_tensor(values: list[Any], n: int, name: str) -> Tensor:
-    """Rewards as a float tensor; None (a reward that does not apply to a sample) becomes NaN."""
+    """Rewards as a float tensor. ``NamedReward`` has checked them: finite numbers, or NaN for every sample
+    when the reward failed and the step is to be skipped (``train.max_bad_steps`` > 0)."""
     if len(values) != n:
         raise ValueError(f"reward '{name}' returned {len(values)} values for {n} completions")
     return torch.tensor([math.nan if v is None else float(v) for v in values], dtype=torch.float32)
@@ -231,7 +232,8 @@ def score_with_functions(
 
 
 def weighted_total(parts: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
-    """Σ weight × reward per completion; a NaN (not applicable) reward counts as 0, as in TRL."""
+    """Σ weight × reward per completion; a NaN (a failed reward of a step that is skipped, or evaluated
+    with ``train.max_bad_steps`` > 0) counts as 0, as TRL's nansum does."""
     total = torch.zeros_like(next(iter(parts.values())))
     for label, values in parts.items():
         total = total + torch.nan_to_num(values * weights[label], nan=0.0)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_scheduler
 
 from minigpt.errors import ConfigError
+from minigpt.models.loading import remote_code
 from minigpt.registry import STAGES
 from minigpt.stages.onpolicy import OnPolicyParams, OnPolicyTrainer, disable_dropout
 from minigpt.stages.onpolicy_ops import (
@@ -99,12 +100,14 @@ class ValueModel(nn.Module):
         return self.head(out.last_hidden_state).squeeze(-1).float()
 
 
-def _load_classifier(path: str, key: str) -> Any:
+def _load_classifier(path: str, key: str, trust_remote_code: bool) -> Any:
     folder = Path(path).expanduser()
     if not (folder / "config.json").exists():
         raise ConfigError(f"algo.{key}: {folder} is not a model folder (no config.json)")
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(str(folder), use_safetensors=True)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(folder), use_safetensors=True, trust_remote_code=remote_code(folder, trust_remote_code)
+        )
     except (OSError, ValueError) as exc:
         raise ConfigError(f"algo.{key}: cannot load {folder} as a sequence classifier: {exc}") from None
     if model.config.num_labels != 1:
@@ -112,9 +115,10 @@ def _load_classifier(path: str, key: str) -> Any:
     return model
 
 
-def build_critic(policy: Any, init: str | None, vocab: int) -> ValueModel:
+def build_critic(policy: Any, init: str | None, vocab: int, trust_remote_code: bool = False) -> ValueModel:
     """The critic: a copy of the policy's body with a zero head (it starts predicting 0 everywhere), or a
-    reward model's body and head (``init``), which must read the policy's token ids."""
+    reward model's body and head (``init``), which must read the policy's token ids. ``trust_remote_code``
+    is the stage's ``model.trust_remote_code``."""
     if init is None:
         policy = (
             policy.get_base_model() if hasattr(policy, "get_base_model") else policy
@@ -124,7 +128,7 @@ def build_critic(policy: Any, init: str | None, vocab: int) -> ValueModel:
         nn.init.zeros_(critic.head.weight)
         nn.init.zeros_(critic.head.bias)
         return critic.to(policy.dtype)
-    rm = _load_classifier(init, "critic_init")
+    rm = _load_classifier(init, "critic_init", trust_remote_code)
     if rm.get_input_embeddings().weight.shape[0] < vocab:
         raise ConfigError(f"algo.critic_init: {init} has a smaller vocabulary than the policy's tokenizer")
     critic = ValueModel(getattr(rm, rm.base_model_prefix), rm.config.hidden_size)
@@ -313,14 +317,21 @@ class PPOStage(OnPolicyStage):
         tokenizer = self.ctx.tokenizer
         reward_model = reward_tokenizer = None
         if p.reward_model is not None:
-            reward_model = _load_classifier(p.reward_model, "reward_model")
+            trust = self.ctx.cfg.model.trust_remote_code
+            reward_model = _load_classifier(p.reward_model, "reward_model", trust)
             folder = Path(p.reward_model).expanduser()
             has_tokenizer = (folder / "tokenizer_config.json").exists()
-            reward_tokenizer = AutoTokenizer.from_pretrained(str(folder)) if has_tokenizer else tokenizer
+            reward_tokenizer = (
+                AutoTokenizer.from_pretrained(str(folder), trust_remote_code=remote_code(folder, trust))
+                if has_tokenizer
+                else tokenizer
+            )
             if reward_tokenizer.pad_token is None:
                 reward_tokenizer.pad_token = reward_tokenizer.eos_token
             self.ctx.state.log.note(f"reward model {folder} × {p.reward_model_weight:g}")
-        critic = build_critic(self.ctx.model, p.critic_init, len(tokenizer))
+        critic = build_critic(
+            self.ctx.model, p.critic_init, len(tokenizer), self.ctx.cfg.model.trust_remote_code
+        )
         lr = p.critic_lr or self.ctx.cfg.train.lr
         self.ctx.state.log.note(f"critic: {p.critic_init or 'the policy body'} + a value head, lr {lr:g}")
         return {"critic": critic, "reward_model": reward_model, "reward_tokenizer": reward_tokenizer}

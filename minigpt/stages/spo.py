@@ -238,6 +238,8 @@ class SPOAlgorithm(OnPolicyTrainer):
         """Advantages from the tracker, then the tracker learns this step's rewards. With several processes
         every one applies everybody's observations in rank order, so the trackers stay identical."""
         everyone = self._gather(self._observe(rollout))
+        if self.reward_faulted():  # a first-sight sample's reward failed: skip the step, tracker untouched
+            return
         tracker = self.tracker
         for obs in everyone:  # first sight: initialise from the extra samples
             if obs.initial is not None:

@@ -1,5 +1,6 @@
 """The hooks every stage's trainer gets: token counting, metric naming, throughput/MFU/ETA, the non-finite
-loss / gradient guard (stop, or skip up to ``train.max_bad_steps`` steps) and atomic checkpoint writes."""
+loss / gradient and failed-reward guard (stop, or skip up to ``train.max_bad_steps`` steps) and atomic
+checkpoint writes."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from minigpt.checkpoints import newest_checkpoint, publish_checkpoint, rotate_checkpoints, staging_dir
+from minigpt.disk import writing
 from minigpt.distributed import merge_sums, sum_over_processes
 from minigpt.errors import TrainingError
 from minigpt.metrics import mfu_percent, rename
+from minigpt.rewards import NamedReward, RewardFault
 from minigpt.stages.base import RunState, Stage
 from minigpt.stages.lm_data import NUM_TOKENS_KEY
 
@@ -39,6 +42,9 @@ class MiniGPTTrainerMixin:
     _minigpt_token: str | None = None
     _minigpt_local_tokens: int = 0
     """Tokens this process trained on since the last ``minigpt_sync_tokens`` (not yet in the global count)."""
+    _minigpt_reward_fault: RewardFault | None = None
+    """The first reward fault of the optimizer step being taken (``train.max_bad_steps`` > 0): the step is
+    skipped in ``_get_grad_norm``."""
 
     # ------------------------------------------------------------ non-finite loss / gradient guard
 
@@ -50,7 +56,18 @@ class MiniGPTTrainerMixin:
         # Counted per process and folded into the global state.num_input_tokens_seen at log, checkpoint and
         # end (minigpt_sync_tokens): one collective per log step instead of one per micro-batch.
         self._minigpt_local_tokens += tokens
-        loss = super().training_step(model, inputs, num_items_in_batch)
+        try:
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        except RewardFault as fault:  # train.max_bad_steps: 0 (NamedReward raises it then)
+            # An earlier non-finite step, still unread on the device, comes first. Read locally: the other
+            # processes are inside TRL's or DDP's collectives of this step, not in a matching gather.
+            self._raise_if_faulted(everywhere=False)
+            self.minigpt_skipped_steps += 1
+            step = self.state.global_step + 1
+            raise self._stop_error(f"{fault} at step {step}", "bad", "Fix the reward function") from None
+        if self.minigpt_take_reward_faults():
+            # The step will be skipped: a NaN keeps its loss out of the logged mean (logging_nan_inf_filter).
+            loss = torch.full_like(loss, math.nan)
         # Summed on the device (NaN/inf propagate through a sum), read once per optimizer step in
         # _get_grad_norm: no extra host sync per micro-batch.
         step_loss = loss.detach().float().sum()
@@ -71,6 +88,7 @@ class MiniGPTTrainerMixin:
         """
         grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
         loss_sum, self._minigpt_loss_sum = self._minigpt_loss_sum, None
+        reward_fault, self._minigpt_reward_fault = self._minigpt_reward_fault, None
         device = self.accelerator.device
         loss_t = loss_sum.to(device) if loss_sum is not None else torch.zeros((), device=device)
         norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP2: a DTensor
@@ -79,17 +97,26 @@ class MiniGPTTrainerMixin:
         if not self.minigpt_stage.ctx.cfg.train.max_bad_steps:
             self._record_fault(values)
             return grad_norm
-        bad = (~torch.isfinite(values)).float()
+        reward_flag = torch.full((1,), float(reward_fault is not None), device=device)
+        bad = torch.cat([(~torch.isfinite(values)).float(), reward_flag])
         if self.accelerator.num_processes > 1:  # every process must take the same decision
             bad = self.accelerator.reduce(bad, reduction="sum")
-        (loss_value, norm_value), (loss_bad, norm_bad) = values.tolist(), bad.tolist()  # the one sync
-        if not (loss_bad or norm_bad):
+        (loss_value, norm_value), (loss_bad, norm_bad, reward_bad) = values.tolist(), bad.tolist()  # one sync
+        if not (loss_bad or norm_bad or reward_bad):
             return grad_norm
-        metric, value = ("train/loss", loss_value) if loss_bad else ("train/grad_norm", norm_value)
         self.minigpt_skipped_steps += 1
-        if self.minigpt_skipped_steps > self.minigpt_stage.ctx.cfg.train.max_bad_steps:
-            raise self._fault_error(metric, value, self.state.global_step + 1)
-        self._skip_step(metric, value)
+        over = self.minigpt_skipped_steps > self.minigpt_stage.ctx.cfg.train.max_bad_steps
+        step = self.state.global_step + 1
+        if reward_bad:  # named first: a failed reward is the cause of whatever else went wrong in the step
+            what = str(reward_fault) if reward_fault is not None else "a reward failed on another process"
+            if over:
+                raise self._stop_error(f"{what} at step {step}", "bad", "Fix the reward function")
+            self._skip_step(what)
+            return None
+        metric, value = ("train/loss", loss_value) if loss_bad else ("train/grad_norm", norm_value)
+        if over:
+            raise self._fault_error(metric, value, step)
+        self._skip_step(f"{metric} is {value}")
         return None  # nothing was applied, so no gradient norm is logged for this step
 
     def _record_fault(self, values: torch.Tensor) -> None:
@@ -106,12 +133,13 @@ class MiniGPTTrainerMixin:
         )
         self._minigpt_fault = torch.where(first, found, self._minigpt_fault)
 
-    def _raise_if_faulted(self) -> None:
-        """Read the recorded fault (one sync) and stop the stage if a step was non-finite."""
+    def _raise_if_faulted(self, everywhere: bool = True) -> None:
+        """Read the recorded fault (one sync) and stop the stage if a step was non-finite. ``everywhere``
+        False: this process's record only, for a process that stops while the others are not in step."""
         if self._minigpt_fault is None:
             return
         fault = self._minigpt_fault
-        if self.accelerator.num_processes > 1:  # all processes stop together, on the earliest fault
+        if everywhere and self.accelerator.num_processes > 1:  # all stop together, on the earliest fault
             faults = self.accelerator.gather(fault[None]).tolist()
             fault_list = min((f for f in faults if f[0] >= 0), default=faults[0])
         else:
@@ -122,26 +150,70 @@ class MiniGPTTrainerMixin:
             raise self._fault_error(("train/loss", "train/grad_norm")[int(metric)], value, int(step))
 
     def _fault_error(self, metric: str, value: float, step: int) -> TrainingError:
-        limit = self.minigpt_stage.ctx.cfg.train.max_bad_steps
         shown = f"{value}" if not math.isfinite(value) else "not finite on another process"
-        newest = newest_checkpoint(Path(self.args.output_dir))
-        kept = f"the newest checkpoint ({newest}) is intact" if newest else "no checkpoint had been saved"
-        return TrainingError(
-            f"{metric} is {shown} at step {step}: training stopped ({self.minigpt_skipped_steps} "
-            f"non-finite step(s), train.max_bad_steps is {limit}); {kept}. Lower train.lr, check the "
-            "data, or raise train.max_bad_steps to skip such steps, then resume."
+        return self._stop_error(
+            f"{metric} is {shown} at step {step}", "non-finite", "Lower train.lr, check the data"
         )
 
-    def _skip_step(self, metric: str, value: float) -> None:
+    def _stop_error(self, what: str, kind: str, fix: str) -> TrainingError:
+        limit = self.minigpt_stage.ctx.cfg.train.max_bad_steps
+        return TrainingError(
+            f"{what}: training stopped ({self.minigpt_skipped_steps} {kind} step(s), train.max_bad_steps is "
+            f"{limit}); {self._kept_checkpoint()}. {fix}, or raise train.max_bad_steps to skip such steps, "
+            "then resume."
+        )
+
+    def _kept_checkpoint(self) -> str:
+        newest = newest_checkpoint(Path(self.args.output_dir))
+        return f"the newest checkpoint ({newest}) is intact" if newest else "no checkpoint had been saved"
+
+    def _skip_step(self, what: str) -> None:
         # Dropping the gradients (None, not zeros) makes the optimizer leave every weight and moment as it
         # is: AdamW skips parameters without a gradient, so weight decay and momentum do not move either.
         # The batch is consumed and the learning-rate schedule advances, as for any other step.
         self.optimizer.zero_grad(set_to_none=True)
         step, limit = self.state.global_step + 1, self.minigpt_stage.ctx.cfg.train.max_bad_steps
         self.minigpt_state.log.note(
-            f"step {step}: {metric} is {value}; optimizer step skipped "
+            f"step {step}: {what}; optimizer step skipped "
             f"({self.minigpt_skipped_steps} of train.max_bad_steps {limit})"
         )
+
+    # ------------------------------------------------------------ failed rewards (RL stages)
+
+    def _minigpt_pop_reward_faults(self) -> list[RewardFault]:
+        """The faults the reward functions recorded since the last call (``train.max_bad_steps`` > 0)."""
+        faults: list[RewardFault] = []
+        for fn in getattr(self, "reward_funcs", None) or ():
+            if isinstance(fn, NamedReward) and fn.faults:
+                faults.extend(fn.faults)
+                fn.faults.clear()
+        return faults
+
+    def minigpt_take_reward_faults(self) -> bool:
+        """Whether a reward failed on this process in the optimizer step being taken (it is then skipped).
+        The on-policy loop asks before it updates anything; TRL's trainers are asked after each micro-step."""
+        faults = self._minigpt_pop_reward_faults()
+        if faults and self._minigpt_reward_fault is None:
+            self._minigpt_reward_fault = faults[0]
+        return self._minigpt_reward_fault is not None
+
+    def evaluate(self, *args, **kwargs):
+        # Evaluation has no step to skip: with train.max_bad_steps: 0 a failed reward stops the stage; above
+        # 0 the evaluation goes on with the failed values missing, and the log says so.
+        step = self.state.global_step
+        try:
+            metrics = super().evaluate(*args, **kwargs)
+        except RewardFault as fault:
+            raise TrainingError(
+                f"{fault} at the evaluation after step {step}: training stopped; {self._kept_checkpoint()}. "
+                "Fix the reward function, or raise train.max_bad_steps to go on without such values, then "
+                "resume."
+            ) from None
+        for fault in self._minigpt_pop_reward_faults():
+            self.minigpt_state.log.note(
+                f"evaluation after step {step}: {fault}; this evaluation's reward metrics are incomplete"
+            )
+        return metrics
 
     def _maybe_log_save_evaluate(self, *args, **kwargs):
         # Before anything reads, logs or saves the weights of this step: stop if a step was non-finite.
@@ -160,6 +232,15 @@ class MiniGPTTrainerMixin:
         self._raise_if_faulted()  # whatever ended the loop, spoiled weights are never exported
         self.minigpt_sync_tokens()  # the steps after the last log step
         return result
+
+    def _run_epoch(self, *args, **kwargs):
+        # transformers' epoch loop runs one optimizer step before it compares global_step with max_steps, so
+        # a run resumed from the checkpoint of its last step (killed while exporting or evaluating) would
+        # train one step more than the uninterrupted run. Pinned by tests/reliability/test_resume_exact.py.
+        if 0 < self.state.max_steps <= self.state.global_step:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
 
     # ------------------------------------------------------------ global token count
 
@@ -194,6 +275,10 @@ class MiniGPTTrainerMixin:
         self._raise_if_faulted()  # never save weights a non-finite step has touched
         self.minigpt_sync_tokens()  # trainer_state.json must hold the global count up to this step
         ckpt_dir = Path(self._get_output_dir(trial))
+        with writing(ckpt_dir, f"saving checkpoint-{self.state.global_step}"):
+            self._save_checkpoint_atomically(model, trial, ckpt_dir)
+
+    def _save_checkpoint_atomically(self, model, trial, ckpt_dir: Path) -> None:
         step = self.state.global_step
         staging = staging_dir(ckpt_dir, step, self._minigpt_run_token())
         final = ckpt_dir / f"checkpoint-{step}"
@@ -204,16 +289,18 @@ class MiniGPTTrainerMixin:
         self._minigpt_staging = staging
         try:
             super()._save_checkpoint(model, trial)
+            self._minigpt_barrier()  # every process has written its part (e.g. its RNG state)
+            if self.args.should_save:
+                staged = staging / final.name
+                (staged / MINIGPT_STATE).write_text(
+                    json.dumps({"skipped_steps": self.minigpt_skipped_steps}), encoding="utf-8"
+                )
+                publish_checkpoint(staged, final)
         finally:
             self._minigpt_staging = None
-        self._minigpt_barrier()  # every process has written its part (e.g. its RNG state)
+            if self.args.should_save:  # a failed save (a full disk) leaves no partial copy taking space
+                shutil.rmtree(staging, ignore_errors=True)
         if self.args.should_save:
-            staged = staging / final.name
-            (staged / MINIGPT_STATE).write_text(
-                json.dumps({"skipped_steps": self.minigpt_skipped_steps}), encoding="utf-8"
-            )
-            publish_checkpoint(staged, final)
-            shutil.rmtree(staging, ignore_errors=True)
             best = self.state.best_model_checkpoint
             rotate_checkpoints(ckpt_dir, self.args.save_total_limit, protect=[Path(best)] if best else [])
         self._minigpt_barrier()
@@ -245,6 +332,10 @@ class MiniGPTTrainerMixin:
 def attach(trainer: Trainer, stage: Stage, state: RunState) -> Trainer:
     trainer.minigpt_state = state
     trainer.minigpt_stage = stage
+    skip = stage.ctx.cfg.train.max_bad_steps > 0  # else a failed reward raises where it is called
+    for fn in getattr(trainer, "reward_funcs", None) or ():
+        if isinstance(fn, NamedReward):
+            fn.skip_faults = skip
     return trainer
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import struct
 import subprocess
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -35,10 +37,12 @@ REPO = Path(__file__).resolve().parents[2]
 def fake_checkpoint(path: Path, complete: bool = True) -> Path:
     """A folder with the files resume looks for (contents do not matter to discovery and rotation)."""
     path.mkdir(parents=True)
-    (path / "model.safetensors").write_bytes(b"w")
+    # the smallest intact files: a safetensors header with no tensors, a JSON object, an empty zip archive
+    (path / "model.safetensors").write_bytes(struct.pack("<Q", 2) + b"{}")
     (path / "trainer_state.json").write_text("{}")
     if complete:
-        (path / "optimizer.pt").write_bytes(b"o")
+        with zipfile.ZipFile(path / "optimizer.pt", "w"):
+            pass
     return path
 
 

@@ -202,16 +202,18 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Load a checkpoint with :func:`load_player`, evaluate it and optionally write the result as JSON.
 
-    ``kwargs`` go to :func:`evaluate_player`; ``max_new_tokens`` goes to the player instead and
-    ``batch_size`` to both. The result gains a ``model_dir`` key."""
+    ``kwargs`` go to :func:`evaluate_player`; ``max_new_tokens`` and ``trust_remote_code`` go to the
+    player instead and ``batch_size`` to both. The result gains a ``model_dir`` key."""
     from minigpt.tasks.tictactoe.player import load_player
 
-    player_kw = {k: kwargs[k] for k in ("max_new_tokens",) if k in kwargs}
-    kwargs.pop("max_new_tokens", None)
+    player_keys = ("max_new_tokens", "trust_remote_code")
+    player_kw = {k: kwargs.pop(k) for k in player_keys if k in kwargs}
     player = load_player(model_dir, batch_size=kwargs.get("batch_size", 512), **player_kw)
     result = evaluate_player(player, **kwargs)
     result["model_dir"] = str(model_dir)
     if out_json is not None:
         Path(out_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_json).write_text(json.dumps(result, indent=2) + "\n")
+        from minigpt.secrets import redact
+
+        Path(out_json).write_text(json.dumps(redact(result), indent=2) + "\n")
     return result

@@ -90,8 +90,10 @@ def play_terminal(
     return who
 
 
-def play_checkpoint(model_dir: str | Path, human_seat: str | None = None) -> str:
+def play_checkpoint(
+    model_dir: str | Path, human_seat: str | None = None, trust_remote_code: bool = False
+) -> str:
     """``minigpt play``: load a checkpoint with :func:`load_player` and play one game in the terminal."""
     from minigpt.tasks.tictactoe.player import load_player
 
-    return play_terminal(load_player(model_dir), human_seat)
+    return play_terminal(load_player(model_dir, trust_remote_code=trust_remote_code), human_seat)

@@ -134,20 +134,29 @@ def load_player(
     batch_size: int = 256,
     max_new_tokens: int = 64,
     device: str | None = None,
+    trust_remote_code: bool = False,
 ) -> ModelPlayer:
-    """Load a saved model + tokenizer folder (plain transformers, no remote code) as a :class:`ModelPlayer`."""
+    """Load a saved model + tokenizer folder as a :class:`ModelPlayer`; a folder shipping its own code
+    (``auto_map``) is refused unless ``trust_remote_code``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from minigpt.models.loading import check_model_folder
+    from minigpt.models.loading import ALLOW_ON_CLI, check_model_folder, remote_code
 
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise ModelError(f"{path}: not a model folder (no config.json)")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(
+            path, trust_remote_code=remote_code(path, trust_remote_code, ALLOW_ON_CLI)
+        )
         check_model_folder(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=torch.float32,
+            use_safetensors=True,
+            trust_remote_code=remote_code(path, trust_remote_code, ALLOW_ON_CLI),
+        )
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path}: cannot load model or tokenizer: {exc}") from exc
     if not getattr(tokenizer, "chat_template", None):
