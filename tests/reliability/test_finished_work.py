@@ -153,7 +153,9 @@ def test_resume_of_a_finished_stage_does_not_train_it_again(
 ) -> None:
     done = (finished / "stage.json").read_text()
     weights = (finished / "model.safetensors").read_bytes()
-    cfg, params = _cfg(finished, tiny_tokenizer_dir, lm_data["conv"], max_steps=4, save_interval=2)
+    cfg, params = _cfg(
+        finished, tiny_tokenizer_dir, lm_data["conv"], max_steps=4, save_interval=2, scheduler="constant"
+    )
     cfg.resume = True
     summary = run_stage(cfg, params, console=True)
     assert "already finished" in capsys.readouterr().out
