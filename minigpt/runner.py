@@ -192,9 +192,9 @@ def run_stage(
     output_dir = Path(cfg.output_dir)
     is_main = distributed_state().is_main_process  # the first call decides CPU vs GPU (see its docstring)
     with OutputLock(output_dir) if is_main else nullcontext():
-        finished = _finished_summary(output_dir, cfg, console) if is_main else None
-        if broadcast_from_main(finished is not None):
-            return broadcast_from_main(finished)
+        finished = broadcast_from_main(_finished_summary(output_dir, cfg, console) if is_main else None)
+        if finished is not None:
+            return finished
         aside = _prepare_output_dir(output_dir, cfg.resume, overwrite) if is_main else None
         before = set(output_dir.iterdir()) if output_dir.is_dir() else set()
 
