@@ -17,7 +17,7 @@ import time
 import torch
 from torch import nn
 
-from minigpt.stages.chunked_loss import linear_cross_entropy, shifted_targets
+from minigpt.stages.lm.chunked_loss import linear_cross_entropy, shifted_targets
 
 
 def main() -> None:

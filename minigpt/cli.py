@@ -18,7 +18,7 @@ EXIT_USER_ERROR = 2
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from minigpt.runner import run_stage
-    from minigpt.stages.config import load_stage_config
+    from minigpt.stages.stage_config import load_stage_config
 
     overrides = list(args.overrides)
     if args.stage:
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     tok_train.set_defaults(func=_cmd_tokenizer_train)
 
     data = sub.add_parser("data", help="plan and prepare dataset mixtures")
-    from minigpt.data.cli import add_data_commands
+    from minigpt.data.data_cli import add_data_commands
 
     add_data_commands(data.add_subparsers(dest="data_command", required=True, metavar="COMMAND"))
 

@@ -44,7 +44,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if not args.dry_run and is_main_process():  # under accelerate launch / torchrun: one report
         run_dir = Path(result["run_dir"])
-        from minigpt.report import build_report
+        from minigpt.report.report_card import build_report
 
         print(f"outputs: {run_dir}")
         print(f"report: {build_report(run_dir)}")
@@ -104,10 +104,10 @@ def register_play(sub: argparse._SubParsersAction) -> None:
 
 def _late_commands() -> list:
     from minigpt.chat import register_chat
-    from minigpt.report import register_report
+    from minigpt.report.report_card import register_report
 
     return [register_report, register_chat]
 
 
 COMMANDS = [register_run, register_eval, register_play, *_late_commands()]
-COMMANDS.append(__import__("minigpt.bench.cli", fromlist=["register_bench"]).register_bench)
+COMMANDS.append(__import__("minigpt.perf.perf_cli", fromlist=["register_bench"]).register_bench)

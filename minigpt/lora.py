@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from pydantic import Field, field_validator
 
-from minigpt.config import Strict
 from minigpt.errors import ConfigError, ModelError
 from minigpt.models.loading import remote_code
+from minigpt.typed_config import Strict
 
 if TYPE_CHECKING:
-    from minigpt.stages.config import StageConfig
+    from minigpt.stages.stage_config import StageConfig
 
 ADAPTER_DIR = "adapter"
 """Sub-folder of a stage folder holding the trained adapter (adapter_config.json + adapter_model.safetensors)."""

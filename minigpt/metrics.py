@@ -1,4 +1,4 @@
-"""Metric names (DESIGN.md §5), throughput / MFU, and the run log: metrics.jsonl, the human log file,
+"""Metric names (docs/design.md §5), throughput / MFU, and the run log: metrics.jsonl, the human log file,
 console lines and report_to backends.
 
 Written by hand rather than through transformers' reporter callbacks because those rewrite metric names
@@ -59,7 +59,7 @@ def mfu_percent(tokens_per_second: float, flops_token: float, peak: float, n_dev
 
 
 def rename(logs: dict[str, Any], extra: dict[str, str] | None = None) -> dict[str, Any]:
-    """Map transformers/TRL log keys to the DESIGN.md §5 names."""
+    """Map transformers/TRL log keys to the docs/design.md §5 names."""
     out: dict[str, Any] = {}
     extra = extra or {}
     for key, value in logs.items():
@@ -146,7 +146,7 @@ class RunLog:
         config: dict | None = None,
         console: bool = True,
     ):
-        from minigpt.reporting import open_backends
+        from minigpt.trackers import open_backends
 
         self.enabled = enabled
         self.console = console

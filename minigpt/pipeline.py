@@ -19,11 +19,11 @@ from typing import Any, Literal
 from pydantic import Field
 
 from minigpt.checkpoints import read_done, read_json_file, write_json_atomic
-from minigpt.config import Strict, read_yaml, validate
+from minigpt.typed_config import Strict, read_yaml, validate
 from minigpt.errors import ConfigError
 from minigpt.models.tokenizer_cli import TokenizerConfig, train_from_config
 from minigpt.pipeline_keys import StageKeys, user_code_digests
-from minigpt.stages.config import StageConfig, resolve_paths, validate_algo
+from minigpt.stages.stage_config import StageConfig, resolve_paths, validate_algo
 
 
 class StageEntry(Strict):
@@ -90,7 +90,7 @@ class PlannedStage:
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[Recipe, list[PlannedStage]]:
-    from minigpt.config import apply_overrides
+    from minigpt.typed_config import apply_overrides
 
     path = Path(path)
     raw, lines = read_yaml(path)

@@ -45,7 +45,7 @@ def _data_digests(data_config: str | None, generator: str | None = None) -> list
     if not data_config or not Path(data_config).is_file():
         return out
     out.append(["mixture", _file_digest(data_config)])  # a tokenizer stage lists it nowhere else
-    from minigpt.data.config import load_mixture
+    from minigpt.data.mixture_config import load_mixture
     from minigpt.data.readers import list_files
     from minigpt.errors import DataError
 

@@ -28,7 +28,7 @@ from minigpt.checkpoints import (
     resumable_checkpoint,
     write_json_atomic,
 )
-from minigpt.config import dump_config
+from minigpt.data.training.stage_rows import load_rows
 from minigpt.disk import DiskError, writing
 from minigpt.distributed import barrier, broadcast_from_main, export_state_dict, gather_full_state_dict
 from minigpt.errors import TrainingError
@@ -37,10 +37,10 @@ from minigpt.metrics import RunLog, flops_per_token, parse_jsonl_tolerant, peak_
 from minigpt.models.loading import build_model, load_tokenizer, parameter_counts, tokenizer_source
 from minigpt.models.tokenizer import check_chat_tokenizer
 from minigpt.registry import STAGES
-from minigpt.stages.base import RunState, StageContext
-from minigpt.stages.config import StageConfig
-from minigpt.stages.rows import load_rows
-from minigpt.stages.trainer import MetricsCallback, attach, quiet_progress
+from minigpt.stages.stage import RunState, StageContext
+from minigpt.stages.stage_config import StageConfig
+from minigpt.stages.trainer_hooks import MetricsCallback, attach, quiet_progress
+from minigpt.typed_config import dump_config
 
 _RUN_MARKERS = ("metrics.jsonl", "checkpoints", DONE_FILE)
 _ASIDE_PREFIX = ".replaced-"
@@ -398,7 +398,7 @@ def _run_locked(
 def run_stage_file(
     path: str, overrides: list[str] | None = None, resume: bool = False, **kwargs
 ) -> dict[str, Any]:
-    from minigpt.stages.config import load_stage_config
+    from minigpt.stages.stage_config import load_stage_config
 
     cfg, params = load_stage_config(path, overrides)
     if resume:

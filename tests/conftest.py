@@ -9,66 +9,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import json  # noqa: E402
-import random  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
-
-_WORDS = [
-    "the",
-    "a",
-    "small",
-    "big",
-    "red",
-    "blue",
-    "cat",
-    "dog",
-    "bird",
-    "fish",
-    "sat",
-    "ran",
-    "flew",
-    "swam",
-    "on",
-    "under",
-    "near",
-    "over",
-    "mat",
-    "tree",
-    "pond",
-    "hill",
-    "and",
-    "then",
-    "quickly",
-    "slowly",
-    "happily",
-]
-
-
-def synthetic_sentences(n: int, seed: int = 0) -> list[str]:
-    """Simple seeded sentences with structure a tiny model can learn (subject verb preposition object)."""
-    rng = random.Random(seed)
-    subjects = ["the cat", "the dog", "a bird", "a fish", "the big dog", "a small cat"]
-    verbs = ["sat", "ran", "flew", "swam", "slept"]
-    places = ["on the mat", "under the tree", "near the pond", "over the hill"]
-    return [f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(places)}." for _ in range(n)]
-
-
-def addition_conversations(n: int, seed: int = 0) -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        a, b = rng.randint(0, 9), rng.randint(0, 9)
-        rows.append(
-            {
-                "conversations": [
-                    {"role": "system", "content": "You add numbers."},
-                    {"role": "user", "content": f"What is {a} plus {b}?"},
-                    {"role": "assistant", "content": f"{a} plus {b} is {a + b}."},
-                ]
-            }
-        )
-    return rows
+from support import addition_conversations, synthetic_sentences  # noqa: E402, F401
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -112,7 +112,7 @@ def _watch_writes(root: Path) -> None:
 
 
 def _patch_training_step() -> None:
-    from minigpt.stages.trainer import MiniGPTTrainerMixin
+    from minigpt.stages.trainer_hooks import MiniGPTTrainerMixin
 
     original = MiniGPTTrainerMixin.training_step
 

@@ -17,7 +17,7 @@ SMALL = {
     "head_dim": 16,
 }
 
-# DESIGN.md §5: what every training stage logs.
+# docs/design.md §5: what every training stage logs.
 EVERY_STAGE_METRICS = frozenset(
     {
         "train/loss",
@@ -61,7 +61,7 @@ MINIMAL_STAGE_YAML = "output_dir: out\nmodel: {init: tiny, tokenizer: tok}\ndata
 def assert_refused(path: Path, text: str, message: str) -> None:
     """Write a stage config and check that loading it raises a ConfigError matching ``message``."""
     from minigpt.errors import ConfigError
-    from minigpt.stages.config import load_stage_config
+    from minigpt.stages.stage_config import load_stage_config
 
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match=message):
@@ -159,3 +159,29 @@ def assert_logged_keys(records: list[dict], expected: set[str]) -> set[str]:
     keys = set().union(*records)
     assert expected <= keys, expected - keys
     return keys
+
+
+def synthetic_sentences(n: int, seed: int = 0) -> list[str]:
+    """Simple seeded sentences with structure a tiny model can learn (subject verb preposition object)."""
+    rng = random.Random(seed)
+    subjects = ["the cat", "the dog", "a bird", "a fish", "the big dog", "a small cat"]
+    verbs = ["sat", "ran", "flew", "swam", "slept"]
+    places = ["on the mat", "under the tree", "near the pond", "over the hill"]
+    return [f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(places)}." for _ in range(n)]
+
+
+def addition_conversations(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a, b = rng.randint(0, 9), rng.randint(0, 9)
+        rows.append(
+            {
+                "conversations": [
+                    {"role": "system", "content": "You add numbers."},
+                    {"role": "user", "content": f"What is {a} plus {b}?"},
+                    {"role": "assistant", "content": f"{a} plus {b} is {a + b}."},
+                ]
+            }
+        )
+    return rows

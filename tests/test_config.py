@@ -1,8 +1,8 @@
 import pytest
 
-from minigpt.config import apply_overrides, load_config, read_yaml
 from minigpt.errors import ConfigError
-from minigpt.stages.config import StageConfig, load_stage_config
+from minigpt.stages.stage_config import StageConfig, load_stage_config
+from minigpt.typed_config import apply_overrides, load_config, read_yaml
 
 GOOD = """\
 stage: sft

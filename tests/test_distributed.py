@@ -32,7 +32,7 @@ from transformers import AutoTokenizer
 
 from minigpt.metrics import read_metrics
 from minigpt.runner import run_stage
-from minigpt.stages.config import StageConfig, validate_algo
+from minigpt.stages.stage_config import StageConfig, validate_algo
 
 pytestmark = pytest.mark.slow
 
@@ -150,7 +150,7 @@ def assert_single_outputs(out: Path, stage: str, runs: int = 1) -> None:
 
 
 def test_pretrain_two_processes_match_one_and_resume_with_one(tmp_path, tiny_tokenizer_dir):
-    from conftest import synthetic_sentences
+    from support import synthetic_sentences
 
     text = write_jsonl(tmp_path / "text.jsonl", [{"text": t} for t in synthetic_sentences(600, seed=1)])
     data = {"train": [str(text)]}
@@ -193,7 +193,7 @@ def unique_conversations(n: int) -> list[dict]:
 
 
 def test_sft_with_accelerate_launch_shards_every_sample_once(tmp_path, tiny_tokenizer_dir):
-    from minigpt.stages.lm_data import conversation_ids
+    from minigpt.data.training.lm_tokens import conversation_ids
 
     rows = unique_conversations(64)  # 64 = 8 steps × global batch 8: an epoch without a padded last batch
     conv = write_jsonl(tmp_path / "conv.jsonl", rows)

@@ -19,9 +19,9 @@ from minigpt.data.parallel import map_chunks, worker_count
 from minigpt.distributed import broadcast_from_main, combine_sums, merge_sums, sum_over_processes
 from minigpt.errors import DataError
 from minigpt.metrics import Throughput, mfu_percent
-from minigpt.stages import trainer as trainer_module
-from minigpt.stages.base import RunState
-from minigpt.stages.trainer import MetricsCallback, MiniGPTTrainerMixin
+from minigpt.stages import trainer_hooks as trainer_module
+from minigpt.stages.stage import RunState
+from minigpt.stages.trainer_hooks import MetricsCallback, MiniGPTTrainerMixin
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ Public API::
     rows = read_jsonl(prepared.train_path)
 """
 
-from minigpt.data.config import (
+from minigpt.data.mixture_config import (
     BudgetSpec,
     FilterSpec,
     MixtureConfig,

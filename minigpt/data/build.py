@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from minigpt.data.config import MixtureConfig, SourceConfig
 from minigpt.data.mix import draw, normalise, quotas, rng_for, split_validation, validation_count
-from minigpt.data.pipeline import Row, RowProcessor, SourceStats
+from minigpt.data.mixture_config import MixtureConfig, SourceConfig
+from minigpt.data.row_pipeline import Row, RowProcessor, SourceStats
 from minigpt.data.schema import Renderer, render_plain
 from minigpt.data.sources import OpenedSource
 from minigpt.data.tokens import TokenCounter

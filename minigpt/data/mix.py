@@ -10,7 +10,7 @@ import math
 import random
 from collections.abc import Sequence
 
-from minigpt.data.config import BudgetSpec
+from minigpt.data.mixture_config import BudgetSpec
 
 
 def normalise(weights: Sequence[float]) -> list[float]:

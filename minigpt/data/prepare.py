@@ -22,11 +22,11 @@ from typing import Any
 
 import minigpt
 from minigpt.data.build import MixtureBuild, Stream, build_mixture
-from minigpt.data.config import MixtureConfig, load_mixture
 from minigpt.data.mix import rng_for
-from minigpt.data.pipeline import RowProcessor, SourceStats
+from minigpt.data.mixture_config import MixtureConfig, load_mixture
+from minigpt.data.plan_table import format_plan, source_records
 from minigpt.data.readers import read_jsonl
-from minigpt.data.report import format_plan, source_records
+from minigpt.data.row_pipeline import RowProcessor, SourceStats
 from minigpt.data.schema import render_plain
 from minigpt.data.sources import OpenedSource, offline_mode, open_source, source_code_hash
 from minigpt.data.tokens import TokenCounter, Tokenizer, load_tokenizer, tokenizer_hash

@@ -1,4 +1,4 @@
-"""The four row schemas (DESIGN.md §4): checks, normalisation, and adapting one schema to another.
+"""The four row schemas (docs/design.md §4): checks, normalisation, and adapting one schema to another.
 
 Role order: an optional system turn first, then user and assistant alternating. A conversation ends with an
 assistant turn; a prompt ends with a user turn; chosen/rejected continue a prompt, so they start with the
@@ -6,7 +6,7 @@ assistant. Content is a non-empty string. ``messages`` is accepted for ``convers
 ``prompt`` of a ``prompt_only`` row is one user turn.
 
 ``adapt`` is the one schema check: mixture rows (after their converter) and files given straight to a stage
-(``data.train`` / ``data.validation``, see ``minigpt.data.pipeline.read_checked``) both go through it.
+(``data.train`` / ``data.validation``, see ``minigpt.data.row_pipeline.read_checked``) both go through it.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from minigpt.data.config import SourceConfig
+from minigpt.data.mixture_config import SourceConfig
 from minigpt.data.problems import Location, data_error
 from minigpt.data.readers import RawRow, iter_file, list_files
 from minigpt.errors import DataError

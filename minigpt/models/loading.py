@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 import torch
 
-from minigpt.config import Strict
 from minigpt.errors import ModelError
 from minigpt.registry import PRESETS
+from minigpt.typed_config import Strict
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 # Files in which a folder names its own Python classes (``auto_map``) for transformers to import and run.

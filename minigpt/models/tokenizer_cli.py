@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from minigpt.config import Strict
+from minigpt.typed_config import Strict
 from minigpt.errors import ConfigError
 from minigpt.models.tokenizer import iter_texts, save_tokenizer, train_tokenizer
 

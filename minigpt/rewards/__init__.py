@@ -8,7 +8,7 @@ them into the callables and weights TRL's RL trainers take.
 
 Every call of a configured reward goes through :class:`NamedReward` (TRL's GRPO/RLOO trainers and the ppo/spo
 rollout alike), which is where a reward that raises, or returns anything but one finite number per completion,
-is caught (:class:`RewardFault`); the trainer (``minigpt.stages.trainer``) then stops or skips the step.
+is caught (:class:`RewardFault`); the trainer (``minigpt.stages.trainer_hooks``) then stops or skips the step.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from typing import Any
 
 from pydantic import field_validator, model_validator
 
-from minigpt.config import Strict
 from minigpt.errors import ConfigError, TrainingError
 from minigpt.registry import REWARDS
 from minigpt.rewards import general  # noqa: F401  (imported for registration)
 from minigpt.rewards.general import completion_text, extract_final_number
+from minigpt.typed_config import Strict
 
 # Keyword names TRL itself passes to reward functions: a dataset column or a config arg with one of these
 # names would collide with them.

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from minigpt.data import prepare_dataset, read_jsonl
-from minigpt.data.cli import main
+from minigpt.data.data_cli import main
 from minigpt.data.sources import offline_mode
 from minigpt.models.tokenizer import CHAT_TEMPLATE
 

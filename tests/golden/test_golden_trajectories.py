@@ -23,7 +23,7 @@ from support import SMALL, copy_pairs, write_jsonl
 from minigpt.metrics import read_metrics
 from minigpt.registry import STAGES
 from minigpt.runner import run_stage
-from minigpt.stages.config import StageConfig, validate_algo
+from minigpt.stages.stage_config import StageConfig, validate_algo
 
 GOLDEN = Path(__file__).with_name("trajectories.json")
 UPDATE = os.environ.get("MINIGPT_UPDATE_GOLDEN") == "1"

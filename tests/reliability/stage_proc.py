@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
     kind, _, step_text = mode.partition(":")
     step = int(step_text)
     if kind == "step":
-        from minigpt.stages.causal_lm import LMTrainer
+        from minigpt.stages.lm.causal_lm import LMTrainer
 
         original = LMTrainer.compute_loss
 

@@ -15,10 +15,10 @@ import yaml
 
 from minigpt.cli import main
 from minigpt.data.readers import iter_jsonl, read_jsonl
+from minigpt.data.training.lm_tokens import encode_conversations
 from minigpt.errors import DataError, ModelError
 from minigpt.models.tokenizer import CHAT_TEMPLATE, PAD_TOKEN, check_chat_tokenizer
-from minigpt.stages.config import load_stage_config
-from minigpt.stages.lm_data import encode_conversations
+from minigpt.stages.stage_config import load_stage_config
 
 from .helpers import files_under, stage_dict, write_rows, write_yaml
 

@@ -26,7 +26,7 @@ from minigpt.checkpoints import (
 )
 from minigpt.metrics import read_metrics
 from minigpt.runner import run_stage
-from minigpt.stages.config import StageConfig, load_stage_config, validate_algo
+from minigpt.stages.stage_config import StageConfig, load_stage_config, validate_algo
 
 from .helpers import PYTHON, stage_dict, subprocess_env, write_yaml
 

@@ -18,7 +18,7 @@ from minigpt.cli import main
 from minigpt.errors import ConfigError
 from minigpt.pipeline import load_recipe, read_manifest, run_recipe
 from minigpt.runner import run_stage
-from minigpt.stages.config import StageConfig, validate_algo
+from minigpt.stages.stage_config import StageConfig, validate_algo
 
 from .helpers import stage_dict, write_yaml
 

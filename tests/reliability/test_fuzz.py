@@ -17,13 +17,13 @@ import yaml
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from minigpt.config import apply_overrides, parse_override
 from minigpt.data.schema import adapt, content_key, render_plain
 from minigpt.errors import MiniGPTError
 from minigpt.registry import CONVERTERS
-from minigpt.stages.config import load_stage_config
+from minigpt.stages.stage_config import load_stage_config
 from minigpt.tasks.tictactoe.engine import EMPTY, all_reachable_boards, legal_moves
 from minigpt.tasks.tictactoe.format import format_answer, parse_move
+from minigpt.typed_config import apply_overrides, parse_override
 
 FUZZ = settings(
     max_examples=200,
@@ -262,7 +262,7 @@ def test_known_crash_deeply_nested_yaml(tmp_path: Path) -> None:
 
 
 def test_known_crash_yaml_alias_bomb_is_linear(tmp_path: Path, monkeypatch) -> None:
-    from minigpt import config
+    from minigpt import typed_config as config
 
     visits = 0
     walk = config._compose_lines

@@ -17,7 +17,7 @@ from minigpt.checkpoints import newest_checkpoint
 from minigpt.errors import TrainingError
 from minigpt.metrics import read_metrics
 from minigpt.runner import run_stage
-from minigpt.stages.config import StageConfig, validate_algo
+from minigpt.stages.stage_config import StageConfig, validate_algo
 
 from .helpers import stage_dict
 

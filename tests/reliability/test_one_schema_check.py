@@ -1,6 +1,6 @@
 """One schema check for every data path: a file given straight to a stage (``data.train`` /
 ``data.validation``) gets exactly the row checks of a data-mixture source (``minigpt.data.schema.adapt``, via
-``minigpt.data.pipeline.read_checked``), so a bad row is refused with the same message, naming file, line (or
+``minigpt.data.row_pipeline.read_checked``), so a bad row is refused with the same message, naming file, line (or
 row) and field, whichever way it comes in. Files are read by what their suffix says (.jsonl, .json, .csv,
 .parquet); a JSON array in a .jsonl file is named as such."""
 
@@ -18,10 +18,10 @@ import pytest
 from minigpt.cli import main
 from minigpt.data import prepare_dataset
 from minigpt.data.readers import JSON_ARRAY_IN_JSONL
+from minigpt.data.training.stage_rows import load_rows
 from minigpt.errors import ConfigError, DataError
 from minigpt.registry import STAGES
-from minigpt.stages.config import StageConfig, load_stage_config
-from minigpt.stages.rows import load_rows
+from minigpt.stages.stage_config import StageConfig, load_stage_config
 
 from .helpers import files_under, stage_dict, write_yaml
 

@@ -20,7 +20,7 @@ from minigpt.errors import TrainingError
 from minigpt.metrics import read_metrics
 from minigpt.rewards import NamedReward, RewardFault
 from minigpt.runner import run_stage
-from minigpt.stages.config import StageConfig, validate_algo
+from minigpt.stages.stage_config import StageConfig, validate_algo
 
 from .helpers import write_yaml
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from minigpt.cli import main
-from minigpt.data.cli import main as data_main
+from minigpt.data.data_cli import main as data_main
 from minigpt.secrets import RedactingStream, redacted_console
 
 from .helpers import write_rows, write_yaml

@@ -16,12 +16,12 @@ import yaml
 
 import minigpt
 from minigpt.cli import main
-from minigpt.config import parse_override, read_yaml
-from minigpt.data.config import load_mixture
+from minigpt.data.mixture_config import load_mixture
 from minigpt.errors import ConfigError, ModelError
 from minigpt.models.loading import ModelConfig, build_model, check_model_folder, load_tokenizer
 from minigpt.registry import load_plugins
-from minigpt.stages.config import StageConfig, load_stage_config
+from minigpt.stages.stage_config import StageConfig, load_stage_config
+from minigpt.typed_config import parse_override, read_yaml
 
 from .helpers import SMALL, stage_dict, write_rows, write_yaml
 
@@ -158,7 +158,7 @@ def test_yaml_never_constructs_python_objects(tmp_path: Path, monkeypatch) -> No
         name = getattr(loader, "id", None) or getattr(loader, "attr", None)
         assert name in ("SafeLoader", "CSafeLoader", "_LineLoader"), f"{file}:{line}"
     assert _calls(lambda c: _attr_call(c, "unsafe_load") or _attr_call(c, "full_load")) == []
-    from minigpt import config
+    from minigpt import typed_config as config
 
     assert issubclass(config._LineLoader, yaml.SafeLoader) and issubclass(config.SafeLoader, yaml.SafeLoader)
 

@@ -5,6 +5,6 @@ four schemas out (the pipeline adapts it to the mixture's schema), or None to sk
 A user's own converter is named in a config as ``package.module:function``.
 """
 
-from minigpt.data.converters import chat, hh_rlhf, instruct, text
+from minigpt.data.converters import chat_formats, hh_rlhf, instruct, text
 
-__all__ = ["chat", "hh_rlhf", "instruct", "text"]
+__all__ = ["chat_formats", "hh_rlhf", "instruct", "text"]

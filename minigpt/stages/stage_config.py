@@ -1,0 +1,171 @@
+"""The config of one training stage: model, data, training loop; ``algo`` holds the stage's own fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from minigpt.errors import ConfigError
+from minigpt.lora import LoRAConfig
+from minigpt.models.loading import ModelConfig
+from minigpt.typed_config import Strict, apply_overrides, read_yaml, validate
+
+
+class DataSpec(Strict):
+    train: list[str] = []
+    """JSONL files already in the stage's schema (see docs/design.md §4)."""
+    validation: list[str] = []
+    data_config: str | None = None
+    """A mixture YAML (config/data/...): prepared into ``prepared_dir`` before training."""
+    use_prepared: bool = False
+    """Reuse a prepared mixture when its fingerprint matches (sources, converters, tokenizer, seed, ...)."""
+    prepared_dir: str | None = None
+    """Where a mixture is prepared; default ``<output_dir>/data``."""
+    val_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    """Without validation files, hold out this fraction of ``train`` (seeded, before any packing)."""
+    max_length: int = Field(512, gt=1)
+    packing: bool | None = None
+    """Pack sequences to ``max_length``: default on for pretrain/midtrain text, off for conversations."""
+    overlong: Literal["truncate", "drop", "error"] = "truncate"
+    """Rows longer than ``max_length`` (conversations): truncated (counted), dropped (counted), or refused."""
+    pad_to_multiple_of: int | None = Field(None, gt=0)
+    """Causal-LM stages: pad each batch's length up to a multiple of this (capped at ``max_length``), so a
+    compiled model (``train.compile``) sees a few shapes instead of one per batch length and does not keep
+    recompiling; the padding is computed but not counted or trained on."""
+
+
+class TrainConfig(Strict):
+    max_steps: int = -1
+    """Optimizer steps; -1 = run ``epochs`` epochs."""
+    epochs: float = Field(1.0, gt=0)
+    batch_size: int = Field(8, gt=0)
+    """Sequences per device per micro-step."""
+    grad_accum: int = Field(1, gt=0)
+    lr: float = Field(3e-4, gt=0)
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_min_lr"] = (
+        "cosine"
+    )
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    """For ``cosine_with_min_lr``: the final learning rate as a fraction of ``lr``."""
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    max_grad_norm: float = Field(1.0, ge=0)
+    max_bad_steps: int = Field(0, ge=0)
+    """Optimizer steps whose loss or gradient norm is NaN/inf that may be skipped (gradients dropped, weights
+    untouched, counted as ``train/skipped_steps``) before the stage stops; 0: stop at the first one."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """auto: bf16 on a GPU that supports it, fp32 on CPU."""
+    gradient_checkpointing: bool = False
+    compile: bool = False
+    """torch.compile the model (GPU)."""
+    loss: Literal["plain", "chunked"] = "plain"
+    """Causal-LM stages (pretrain, midtrain, sft): ``chunked`` fuses the output head with the cross-entropy,
+    a chunk of tokens at a time, so the ``[tokens, vocab]`` logits are never held in full and positions
+    without a label (SFT prompts, padding) are skipped; same loss and gradients as ``plain``."""
+    loss_chunk_elements: int = Field(1 << 25, gt=0)
+    """For ``loss: chunked``: logit elements (tokens × vocab) computed at once."""
+    optim: str = "auto"
+    """auto: fused AdamW on GPU, AdamW on CPU; or any transformers optim name."""
+    log_interval: int = Field(10, gt=0)
+    eval_interval: int = Field(0, ge=0)
+    """Evaluate every N steps (0: only at the end)."""
+    eval_batches: int | None = Field(None, gt=0)
+    """Cap on batches per evaluation."""
+    eval_batch_size: int | None = Field(None, gt=0)
+    save_interval: int = Field(0, ge=0)
+    """Checkpoint every N steps (0: no intermediate checkpoints)."""
+    save_total_limit: int = Field(2, gt=0)
+    report_to: list[str] = []
+    """Any of wandb, tensorboard, trackio."""
+    num_workers: int = Field(0, ge=0)
+    """Data-loader worker processes that collate batches ahead of the training step (0: in the training
+    process). Batches are copied to the GPU from pinned memory either way."""
+    prefetch_factor: int | None = Field(None, gt=0)
+    """Batches each worker prepares ahead (needs ``num_workers`` > 0; PyTorch's default is 2)."""
+
+    @model_validator(mode="after")
+    def _check_prefetch(self) -> TrainConfig:
+        if self.prefetch_factor is not None and self.num_workers == 0:
+            raise ValueError("prefetch_factor needs num_workers > 0 (batches are prefetched by workers)")
+        return self
+
+
+class StageConfig(Strict):
+    stage: str
+    output_dir: str
+    seed: int = 42
+    model: ModelConfig
+    data: DataSpec = DataSpec()
+    train: TrainConfig = TrainConfig()
+    algo: dict[str, Any] = {}
+    """The stage's own fields (e.g. DPO's beta); validated against that stage's parameters."""
+    lora: LoRAConfig | None = None
+    """Train a LoRA adapter instead of every weight (any stage); absent or null: full fine-tuning."""
+    resume: bool = False
+    """Continue from the newest complete checkpoint in ``<output_dir>/checkpoints``."""
+
+    @model_validator(mode="after")
+    def _check(self) -> StageConfig:
+        if not self.data.train and not self.data.data_config:
+            raise ValueError("data: give 'train' files or a 'data_config' mixture")
+        return self
+
+
+def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative paths in a stage config are relative to the config file's folder... unless they exist from
+    the working directory (so both `minigpt train` from the repo root and recipes in their folder work)."""
+
+    def fix(value: str) -> str:
+        if not isinstance(value, str) or Path(value).is_absolute() or Path(value).exists():
+            return value
+        candidate = base / value
+        return str(candidate) if candidate.exists() else value
+
+    data = dict(data)
+    if not isinstance(data.get("data") or {}, dict) or not isinstance(data.get("model") or {}, dict):
+        return data  # not a mapping: validation reports it with the file and line
+    d = dict(data.get("data") or {})
+    for key in ("train", "validation"):
+        if isinstance(d.get(key), list):
+            d[key] = [fix(v) for v in d[key]]
+        elif isinstance(d.get(key), str):
+            d[key] = [fix(d[key])]
+    if isinstance(d.get("data_config"), str):
+        d["data_config"] = fix(d["data_config"])
+    if d:
+        data["data"] = d
+    m = dict(data.get("model") or {})
+    for key in ("init", "tokenizer"):
+        if isinstance(m.get(key), str):
+            m[key] = fix(m[key])
+    if m:
+        data["model"] = m
+    return data
+
+
+def load_stage_config(
+    path: str | Path, overrides: list[str] | None = None, defaults: dict[str, Any] | None = None
+) -> tuple[StageConfig, Any]:
+    """Load a stage config and validate its ``algo`` section against the stage's own parameters."""
+    raw, lines = read_yaml(path)
+    if defaults:
+        raw = {**defaults, **raw}
+    raw = apply_overrides(raw, overrides)
+    raw = resolve_paths(raw, Path(path).parent)
+    cfg = validate(StageConfig, raw, str(path), lines)
+    return cfg, validate_algo(cfg, str(path), lines)
+
+
+def validate_algo(cfg: StageConfig, source: str = "<config>", lines: dict | None = None) -> Any:
+    from minigpt.registry import STAGES
+
+    try:
+        stage_cls = STAGES.get(cfg.stage)
+    except ConfigError as exc:
+        line = (lines or {}).get(("stage",))
+        raise ConfigError(f"{source}{':' + str(line) if line else ''}: key 'stage': {exc}") from None
+    return validate(stage_cls.Params, cfg.algo, source, lines, prefix=("algo",))
