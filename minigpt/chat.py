@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from minigpt.chat_input import input_pending, multiline_help, read_message
 from minigpt.errors import MiniGPTError, ModelError
 
 HELP = "Commands: /reset (forget the conversation), /exit (quit). Ctrl-C stops an answer."
@@ -122,9 +123,13 @@ def chat_loop(
     max_new_tokens: int = 256,
     greedy: bool = False,
     seed: int | None = None,
+    pending_fn: Callable[[], bool] | None = None,
 ) -> list[dict[str, str]]:
-    """Read user lines until ``/exit`` or end of input, answer each with the whole history as context.
+    """Read user messages until ``/exit`` or end of input, answer each with the whole history as context.
 
+    A message spans several lines as :mod:`minigpt.chat_input` describes; ``pending_fn`` says whether pasted
+    lines are already waiting (None, as in a pipe: each line is a message unless a trailing backslash or a
+    triple-quote block joins lines).
     ``output_fn`` receives raw text pieces (no newline added); answers arrive in several pieces as they are
     generated. ``/reset`` forgets the conversation (the system prompt stays). Returns the final history.
     """
@@ -141,23 +146,23 @@ def chat_loop(
     device = next(model.parameters()).device
     streamer_cls = _streamer_class()
     model.eval()
-    emit(HELP + "\n")
+    emit(f"{HELP}\n{multiline_help(paste=pending_fn is not None)}\n")
     while True:
-        try:
-            line = input_fn("you> ").strip()
-        except EOFError:
+        line = read_message(input_fn, pending_fn)
+        if line is None:
             emit("\n")
             break
         if not line:
             continue
-        if line in ("/exit", "/quit"):
+        command = line if line.startswith("/") and "\n" not in line else None  # never a multi-line one
+        if command in ("/exit", "/quit"):
             break
-        if line == "/reset":
+        if command == "/reset":
             messages = list(base)
             emit("[conversation reset]\n")
             continue
-        if line.startswith("/"):
-            emit(f"unknown command {line.split()[0]}. {HELP}\n")
+        if command:
+            emit(f"unknown command {command.split()[0]}. {HELP}\n")
             continue
         messages.append({"role": "user", "content": line})
         ids, dropped = _prompt_ids(model, tokenizer, messages, gen["max_new_tokens"])
@@ -239,14 +244,39 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         greedy=args.greedy,
         seed=args.seed,
+        # Only a terminal tells a paste from later input; in a pipe everything is always waiting.
+        pending_fn=(lambda: input_pending(sys.stdin)) if sys.stdin.isatty() else None,
     )
     return 0
+
+
+CHAT_EPILOG = """\
+commands: /reset forgets the conversation, /exit (or Ctrl-D) quits, Ctrl-C stops an answer.
+
+multi-line messages (the newlines reach the model):
+  end a line with \\ to continue the message on the next line (the backslash is dropped);
+  or start a line with \"\"\" and end the message with a line ending in \"\"\" (end of input closes it too);
+  in a terminal, pasted lines (several arriving at once) are sent as one message.
+in a pipe (stdin not a terminal) each line is one message unless \\ or \"\"\" joins lines.
+
+example, a tic-tac-toe position:
+  you> \"\"\"
+  ... X 1 2
+  ... 3 O 5
+  ... 6 7 8
+  ... X to move
+  ... \"\"\"
+"""
 
 
 def register_chat(sub: argparse._SubParsersAction) -> None:
     """Add ``minigpt chat CHECKPOINT`` to the CLI's sub-commands."""
     chat = sub.add_parser(
-        "chat", help="chat with a conversational checkpoint in the terminal (streams tokens)"
+        "chat",
+        help="chat with a conversational checkpoint in the terminal (streams tokens)",
+        description="Chat with a conversational checkpoint; answers are streamed as they are generated.",
+        epilog=CHAT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     chat.add_argument("checkpoint", help="a stage output folder with a chat template (e.g. runs/x/sft)")
     chat.add_argument("--system", help="system prompt for the whole conversation")
@@ -256,7 +286,7 @@ def register_chat(sub: argparse._SubParsersAction) -> None:
     chat.add_argument("--greedy", action="store_true", help="always pick the most likely token")
     chat.add_argument("--seed", type=int, help="seed the sampler for a reproducible conversation")
     chat.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    from minigpt.cli_commands import add_trust_remote_code  # here: cli_commands imports this module
+    from minigpt.cli_options import add_trust_remote_code
 
     add_trust_remote_code(chat)
     chat.set_defaults(func=_cmd_chat)

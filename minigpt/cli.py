@@ -4,14 +4,18 @@ as one clear message (no traceback) and exit with status 2."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from collections.abc import Callable
 
 from minigpt import __version__
-from minigpt.cli_commands import add_overrides
+from minigpt.chat import register_chat
+from minigpt.cli_commands import register_eval, register_play, register_run
+from minigpt.cli_options import add_overrides
 from minigpt.errors import MiniGPTError
+from minigpt.export.command import register_export
+from minigpt.perf.perf_cli import register_bench
+from minigpt.report.report_card import register_report
+from minigpt.serving.serve_command import register_serve
 
 EXIT_USER_ERROR = 2
 
@@ -23,10 +27,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.stage:
         overrides.insert(0, f"stage={args.stage}")
-    cfg, params = load_stage_config(args.config, overrides)
+    cfg = load_stage_config(args.config, overrides)
     if args.resume:
         cfg.resume = True
-    summary = run_stage(cfg, params, overwrite=args.overwrite)
+    summary = run_stage(cfg, overwrite=args.overwrite)
     from minigpt.distributed import is_main_process
 
     if is_main_process():  # one line, not one per process
@@ -76,19 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_data_commands(data.add_subparsers(dest="data_command", required=True, metavar="COMMAND"))
 
-    for register in _optional_commands():
+    # Sub-commands defined next to the modules they drive (each imports its heavy libraries when it runs).
+    for register in (
+        register_run,
+        register_eval,
+        register_play,
+        register_report,
+        register_chat,
+        register_export,
+        register_serve,
+        register_bench,
+    ):
         register(sub)
 
     info = sub.add_parser("list", help="list registered stages and model presets")
     info.set_defaults(func=_cmd_stages)
     return parser
-
-
-def _optional_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
-    """Sub-commands defined next to the modules they drive."""
-    from minigpt.cli_commands import COMMANDS
-
-    return COMMANDS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,10 +127,6 @@ def shutdown(wait: bool = True) -> None:
         from minigpt.distributed import shutdown as close_process_group
 
         close_process_group(wait)
-
-
-def print_json(data: object) -> None:
-    print(json.dumps(data, indent=2, default=str))
 
 
 if __name__ == "__main__":

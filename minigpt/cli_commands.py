@@ -5,29 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-def add_overrides(
-    parser: argparse.ArgumentParser, what: str = "config", example: str = "train.lr=1e-3"
-) -> None:
-    """The ``--set key.sub=value`` option every config-driven command takes."""
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.SUB=VALUE",
-        help=f"override a {what} field (repeatable), e.g. --set {example}",
-    )
-
-
-def add_trust_remote_code(parser: argparse.ArgumentParser) -> None:
-    """The ``--trust-remote-code`` switch of the commands that load a model folder (off: such a folder is
-    refused, never asked about)."""
-    parser.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="run Python code the model folder ships (config.json auto_map); only for folders you trust",
-    )
+from minigpt.cli_options import add_overrides, add_trust_remote_code
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -40,9 +18,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         overrides=args.overrides,
     )
+    if args.dry_run:
+        return 0
     from minigpt.distributed import is_main_process
 
-    if not args.dry_run and is_main_process():  # under accelerate launch / torchrun: one report
+    if is_main_process():  # under accelerate launch / torchrun: one report
         run_dir = Path(result["run_dir"])
         from minigpt.report.report_card import build_report
 
@@ -65,23 +45,68 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from minigpt.tasks.tictactoe.evaluate import evaluate_checkpoint, format_report
 
     out = Path(args.output) if args.output else Path(args.checkpoint) / "task_eval.json"
-    result = evaluate_checkpoint(
-        args.checkpoint,
-        out_json=out,
-        games_per_opponent=args.games,
-        seed=args.seed,
-        trust_remote_code=args.trust_remote_code,
-    )
+    # Only the switches given go on: evaluate_checkpoint checks them (and fills the rest) as a recipe's
+    # evaluation.args, so the CLI and a recipe refuse the same values with the same field names.
+    given = {
+        "games_per_opponent": args.games,
+        "seed": args.seed,
+        "positions": args.positions,
+        "positions_seed": args.positions_seed,
+        "exhaustive": args.exhaustive,
+        "optimal_rate": args.optimal_rate,
+        "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size,
+        "trust_remote_code": args.trust_remote_code,
+    }
+    kwargs = {k: v for k, v in given.items() if v is not None}
+    result = evaluate_checkpoint(args.checkpoint, out_json=out, **kwargs)
     print(format_report(result))
     print(f"written: {out}")
     return 0
 
 
+def _count_or_fraction(text: str) -> int | float:
+    """``--positions``: an integer is a count of positions, a decimal a fraction of them."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a count (500) or a fraction (0.1), got {text!r}"
+        ) from None
+
+
 def register_eval(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser("eval", help="evaluate a checkpoint on the tic-tac-toe task (arena, optimal moves)")
     ev.add_argument("checkpoint", help="a stage output folder (HF model folder)")
-    ev.add_argument("--games", type=int, default=100, help="games per opponent and seat")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--games", type=int, default=100, help="games per opponent and seat (0: no games)")
+    ev.add_argument("--seed", type=int, default=0, help="seeds the opponents of the games")
+    ev.add_argument(
+        "--positions",
+        type=_count_or_fraction,
+        metavar="N|F",
+        help="optimal-move rate over a fixed seeded subset: a count (500) or a fraction (0.1); default all 4,520",
+    )
+    ev.add_argument("--positions-seed", type=int, help="seed of the position subset (default 0)")
+    ev.add_argument(
+        "--no-exhaustive",
+        dest="exhaustive",
+        action="store_const",
+        const=False,
+        help="skip the exhaustive check (the model in each seat against every legal reply)",
+    )
+    ev.add_argument(
+        "--no-optimal-rate",
+        dest="optimal_rate",
+        action="store_const",
+        const=False,
+        help="skip the optimal-move rate",
+    )
+    ev.add_argument("--max-new-tokens", type=int, help="answer length limit (default 64)")
+    ev.add_argument("--batch-size", type=int, help="positions per generate call (default 512)")
     ev.add_argument("--output", help="JSON path (default CHECKPOINT/task_eval.json)")
     add_trust_remote_code(ev)
     ev.set_defaults(func=_cmd_eval)
@@ -100,14 +125,3 @@ def register_play(sub: argparse._SubParsersAction) -> None:
     play.add_argument("--seat", choices=["X", "O"], help="your seat (asked if omitted)")
     add_trust_remote_code(play)
     play.set_defaults(func=_cmd_play)
-
-
-def _late_commands() -> list:
-    from minigpt.chat import register_chat
-    from minigpt.report.report_card import register_report
-
-    return [register_report, register_chat]
-
-
-COMMANDS = [register_run, register_eval, register_play, *_late_commands()]
-COMMANDS.append(__import__("minigpt.perf.perf_cli", fromlist=["register_bench"]).register_bench)

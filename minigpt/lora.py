@@ -19,14 +19,13 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import Field, field_validator
 
 from minigpt.errors import ConfigError, ModelError
+from minigpt.lora_config import LoRAConfig
 from minigpt.models.loading import remote_code
-from minigpt.typed_config import Strict
 
 if TYPE_CHECKING:
     from minigpt.stages.stage_config import StageConfig
@@ -35,36 +34,6 @@ ADAPTER_DIR = "adapter"
 """Sub-folder of a stage folder holding the trained adapter (adapter_config.json + adapter_model.safetensors)."""
 _QLORA_BASE_DIR = ".lora-base"
 _TRAINED = "default"  # peft's name of the adapter it creates; TRL may add a frozen copy named "ref"
-
-
-class LoRAConfig(Strict):
-    """``lora:`` in a stage config; present (even as ``lora: {}``) means on."""
-
-    r: int = Field(16, gt=0)
-    """Rank of the update B·A."""
-    alpha: float = Field(32.0, gt=0)
-    """The update is scaled by alpha / r."""
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    """Dropout on the adapter's input (0: deterministic, the usual choice for small models)."""
-    target_modules: Literal["all-linear"] | list[str] = "all-linear"
-    """Module names to adapt; ``all-linear``: every linear layer but the output head (for the Qwen3 family:
-    q/k/v/o_proj and gate/up/down_proj)."""
-    bias: Literal["none", "all", "lora_only"] = "none"
-    """Which biases are trained as well."""
-    modules_to_save: list[str] = []
-    """Modules trained in full next to the adapter (saved with it); the reward stage's ``score`` head always is."""
-    merge: bool = True
-    """Merge the adapter into the base weights at the end, so the stage folder is a plain HF model. ``false``: the
-    stage folder is the adapter alone (loads with peft installed; needs model.init to be a folder or hub id)."""
-    qlora: bool = False
-    """Keep the frozen base in 4-bit NF4 (bitsandbytes, CUDA GPUs only)."""
-
-    @field_validator("target_modules")
-    @classmethod
-    def _not_empty(cls, value: Any) -> Any:
-        if isinstance(value, list) and not value:
-            raise ValueError("give at least one module name, or 'all-linear'")
-        return value
 
 
 def is_peft(model: Any) -> bool:

@@ -19,11 +19,12 @@ from typing import Any, Literal
 from pydantic import Field
 
 from minigpt.checkpoints import read_done, read_json_file, write_json_atomic
-from minigpt.typed_config import Strict, read_yaml, validate
 from minigpt.errors import ConfigError
 from minigpt.models.tokenizer_cli import TokenizerConfig, train_from_config
 from minigpt.pipeline_keys import StageKeys, user_code_digests
-from minigpt.stages.stage_config import StageConfig, resolve_paths, validate_algo
+from minigpt.stages.stage_config import StageConfig, resolve_paths
+from minigpt.tasks.tictactoe.eval_settings import TicTacToeEvalArgs
+from minigpt.typed_config import Strict, read_yaml, validate
 
 
 class StageEntry(Strict):
@@ -39,7 +40,8 @@ class StageEntry(Strict):
 class EvaluationSpec(Strict):
     task: Literal["tictactoe"] | None = None
     """Task evaluation after every training stage (for tic-tac-toe: the arena)."""
-    args: dict[str, Any] = {}
+    args: TicTacToeEvalArgs = TicTacToeEvalArgs()
+    """The evaluation's switches (games, position subset, exhaustive check; docs/tictactoe.md)."""
 
 
 class Recipe(Strict):
@@ -68,25 +70,15 @@ class PlannedStage:
         self,
         entry: StageEntry,
         config: Any,
-        params: Any,
         key: str,
         output_dir: Path,
-        legacy_key: str | None = None,
     ):
-        self.entry, self.config, self.params, self.key, self.output_dir = (
-            entry,
-            config,
-            params,
-            key,
-            output_dir,
-        )
-        self.legacy_key = legacy_key
-        """The key as versions before run-relative keys computed it (accepted from an older manifest)."""
+        self.entry, self.config, self.key, self.output_dir = entry, config, key, output_dir
         self.action = "run"
         self.reason = ""
 
     def key_matches(self, record: dict[str, Any]) -> bool:
-        return record.get("key") is not None and record.get("key") in (self.key, self.legacy_key)
+        return record.get("key") is not None and record.get("key") == self.key
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[Recipe, list[PlannedStage]]:
@@ -124,8 +116,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[R
             data.setdefault("output_dir", str(out))
             data = _resolve_tokenizer_paths(data, base)
             cfg = validate(TokenizerConfig, data, source, cfg_lines)
-            key, legacy = keys.add(cfg, set(), cfg.files, cfg.output_dir, cfg.data_config, cfg.generator)
-            planned.append(PlannedStage(entry, cfg, None, key, out, legacy))
+            key = keys.add(cfg, set(), cfg.files, cfg.output_dir, cfg.data_config, cfg.generator)
+            planned.append(PlannedStage(entry, cfg, key, out))
             tokenizer_dir = cfg.output_dir
         else:
             data = deep_merge(recipe.defaults, data)
@@ -143,14 +135,13 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[R
             data = resolve_paths(data, base)
             _refuse_later_outputs(data, run_dir, recipe.stages, index, source)
             cfg = validate(StageConfig, data, source, cfg_lines)
-            params = validate_algo(cfg, source, cfg_lines)
             files = cfg.data.train + cfg.data.validation
             if cfg.data.data_config:
                 files = [*files, cfg.data.data_config]
-            key, legacy = keys.add(
-                cfg, {"resume"}, files, str(out), cfg.data.data_config, code=user_code_digests(params)
+            key = keys.add(
+                cfg, {"resume"}, files, str(out), cfg.data.data_config, code=user_code_digests(cfg.algo)
             )
-            planned.append(PlannedStage(entry, cfg, params, key, out, legacy))
+            planned.append(PlannedStage(entry, cfg, key, out))
             model_dir = str(out)
     return recipe, planned
 
@@ -251,35 +242,38 @@ def run_recipe(
     console: bool = True,
     callbacks: list | None = None,
 ) -> dict[str, Any]:
-    from minigpt.distributed import barrier, broadcast_from_main, distributed_state
-    from minigpt.runner import run_stage
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1  # launched by torchrun / accelerate launch
+    if several or not dry_run:  # a plan alone on one process needs neither torch nor a process group
+        from minigpt.distributed import broadcast_from_main, distributed_state
 
-    # Launched on several processes (accelerate launch / torchrun), every process runs every training stage
-    # together; only the main one trains the tokenizer, writes the manifest and evaluates (docs/distributed.md).
-    is_main = distributed_state().is_main_process
+        # On several processes, every process runs every training stage together; only the main one trains
+        # the tokenizer, writes the manifest and evaluates (docs/distributed.md).
+        is_main = distributed_state().is_main_process
+    else:
+        is_main = True
     recipe, planned = load_recipe(path, overrides)
     run_dir = Path(recipe.output_dir or f"runs/{recipe.name}")
     manifest = read_manifest(run_dir)
     plan_actions(planned, manifest, from_stage, only)
-    # The main process's plan for all: another process reading the manifest a moment later (after the main
-    # one marked a stage running) would otherwise decide "resume" where the main one decided "run".
-    for p, (action, reason) in zip(
-        planned, broadcast_from_main([(p.action, p.reason) for p in planned]), strict=True
-    ):
-        p.action, p.reason = action, reason
+    if several:
+        # The main process's plan for all: another process reading the manifest a moment later (after the
+        # main one marked a stage running) would otherwise decide "resume" where the main one decided "run".
+        for p, (action, reason) in zip(
+            planned, broadcast_from_main([(p.action, p.reason) for p in planned]), strict=True
+        ):
+            p.action, p.reason = action, reason
     lines = [f"{p.entry.name:<12} {p.action:<7} {p.reason}" for p in planned]
     if console and is_main:
         print(f"recipe {recipe.name} → {run_dir}\n" + "\n".join(lines), flush=True)
     if dry_run:
         return {"run_dir": str(run_dir), "plan": [(p.entry.name, p.action, p.reason) for p in planned]}
+    from minigpt.distributed import barrier
+    from minigpt.runner import run_stage
+
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     manifest.setdefault("stages", {})
     manifest["recipe"] = recipe.name
-    for p in planned:
-        record = manifest["stages"].get(p.entry.name)
-        if record and p.legacy_key and record.get("key") == p.legacy_key:
-            record["key"] = p.key  # an older version's key for the same inputs: store it in today's form
     for p in planned:
         if p.action == "skip":
             continue
@@ -302,7 +296,6 @@ def run_recipe(
             try:
                 summary = run_stage(
                     cfg,
-                    p.params,
                     overwrite=not cfg.resume,
                     console=console,
                     callbacks=callbacks or [],
@@ -336,5 +329,6 @@ def evaluate_task(spec: EvaluationSpec, model_dir: Path) -> dict[str, Any]:
     if spec.task == "tictactoe":
         from minigpt.tasks.tictactoe.evaluate import evaluate_checkpoint
 
-        return evaluate_checkpoint(model_dir, out_json=model_dir / "task_eval.json", **spec.args)
+        args = spec.args.model_dump(exclude_unset=True)
+        return evaluate_checkpoint(model_dir, out_json=model_dir / "task_eval.json", **args)
     raise ConfigError(f"evaluation.task: unknown task '{spec.task}'")

@@ -120,20 +120,12 @@ def _is_inside(path: str, folders: list[str]) -> bool:
     return any(target == f or target.startswith(f + os.sep) for f in folders)
 
 
-_NEWER_THAN_LEGACY_KEYS = {
-    "train": ("loss", "loss_chunk_elements", "prefetch_factor"),
-    "data": ("pad_to_multiple_of",),
-}
-"""Config fields added after the last version that wrote legacy keys (it could not have dumped them)."""
-
-
 class StageKeys:
-    """Chains stage keys in today's form and in the form older versions wrote (absolute paths), so that a
-    manifest written before run-relative keys still has its finished stages skipped in place."""
+    """Chains stage keys: each stage's key covers its config, its inputs and every stage before it."""
 
     def __init__(self, run_dir: Path):
         self.prefixes = _run_prefixes(run_dir)
-        self.previous, self.previous_legacy = "", ""
+        self.previous = ""
         self.earlier_outputs: list[str] = []
 
     def add(
@@ -145,13 +137,8 @@ class StageKeys:
         data_config: str | None = None,
         generator: str | None = None,
         code: list[Any] | None = None,
-    ) -> tuple[str, str]:
+    ) -> str:
         digests = [_file_digest(f) for f in files]
-        legacy_dump = config.model_dump(mode="json", exclude=exclude)
-        for section, fields in _NEWER_THAN_LEGACY_KEYS.items():  # as older versions dumped the config
-            for name in fields:
-                legacy_dump.get(section, {}).pop(name, None)
-        legacy = _hash([self.previous_legacy, legacy_dump, digests])
         # Fields left at their defaults are not hashed: a field added to the config in a later version of
         # miniGPT must not make every finished stage of an existing run look changed.
         dump = config.model_dump(mode="json", exclude=exclude, exclude_defaults=True)
@@ -160,10 +147,10 @@ class StageKeys:
         digests = [
             None if _is_inside(f, self.earlier_outputs) else d for f, d in zip(files, digests, strict=True)
         ]
-        sources = _data_digests(data_config, generator)  # not in legacy keys: older versions left them out
+        sources = _data_digests(data_config, generator)
         if code:  # only when there is user code, so keys of stages without any stay as they were
             sources = [*sources, *code]
         key = _hash([self.previous, relative_to_run(dump, self.prefixes), digests, sources])
-        self.previous, self.previous_legacy = key, legacy
+        self.previous = key
         self.earlier_outputs.append(os.path.abspath(output_dir))
-        return key, legacy
+        return key

@@ -78,7 +78,7 @@ def import_object(path: str, kind: str) -> Any:
         raise ConfigError(f"{kind} '{path}': module '{module_name}' has no attribute '{attr}'") from exc
 
 
-STAGES: Registry[Any] = Registry("stage", ("minigpt.stages",))
+STAGES: Registry[Any] = Registry("stage", ("minigpt.stages.catalog",))
 CONVERTERS: Registry[Any] = Registry("converter", ("minigpt.data.converters",), allow_import_path=True)
 REWARDS: Registry[Any] = Registry(
     "reward function", ("minigpt.rewards", "minigpt.tasks.tictactoe"), allow_import_path=True

@@ -179,7 +179,6 @@ def _trim_metrics(path: Path, last_step: int) -> None:
 
 def run_stage(
     cfg: StageConfig,
-    params: Any,
     *,
     overwrite: bool = False,
     callbacks: Sequence[Any] = (),
@@ -188,7 +187,8 @@ def run_stage(
     """Run one stage to completion; returns its summary (also written to ``<output_dir>/stage.json``)."""
     from minigpt.distributed import distributed_state
 
-    stage_cls = STAGES.get(cfg.stage)
+    stage_cls = STAGES.get(cfg.stage).load()
+    params = cfg.algo
     output_dir = Path(cfg.output_dir)
     is_main = distributed_state().is_main_process  # the first call decides CPU vs GPU (see its docstring)
     with OutputLock(output_dir) if is_main else nullcontext():
@@ -368,7 +368,6 @@ def _run_locked(
                     f"{exc}. The trained weights are kept in {final}: free the space (or fix the "
                     "folder) and run the stage again with --resume to export them"
                 ) from exc
-        task_eval = stage.final_evaluation(output_dir) if is_main else {}
     except BaseException as exc:
         exc.minigpt_training_started = True  # its checkpoints and logs are kept for --resume
         raise
@@ -383,7 +382,6 @@ def _run_locked(
         "num_tokens": int(trainer.state.num_input_tokens_seen),
         "train_seconds": round(train_seconds, 2),
         "final_metrics": {k: v for k, v in final_metrics.items() if isinstance(v, int | float)},
-        "task_eval": task_eval,
         "train_rows": len(train_rows),
         "val_rows": len(val_rows),
     }
@@ -400,7 +398,7 @@ def run_stage_file(
 ) -> dict[str, Any]:
     from minigpt.stages.stage_config import load_stage_config
 
-    cfg, params = load_stage_config(path, overrides)
+    cfg = load_stage_config(path, overrides)
     if resume:
         cfg.resume = True
-    return run_stage(cfg, params, **kwargs)
+    return run_stage(cfg, **kwargs)

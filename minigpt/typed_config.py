@@ -224,7 +224,8 @@ def format_validation_error(
         else:
             got = err.get("input")
             got_text = f" (got {got!r})" if not isinstance(got, dict | list) else ""
-            messages.append(f"{where}: key '{key}': {err['msg']}{got_text}")
+            msg = err["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's own message
+            messages.append(f"{where}: key '{key}': {msg}{got_text}")
     return "\n".join(messages)
 
 
@@ -235,6 +236,9 @@ def validate(
     lines: dict[tuple, int] | None = None,
     prefix: tuple = (),
 ) -> M:
+    # A config class whose fields depend on one of its keys (a stage's ``algo`` on ``stage``) names the class
+    # that validates ``data``, so that close-key suggestions look at the right fields.
+    model = model.resolve_model(data) if hasattr(model, "resolve_model") else model
     try:
         return model.model_validate(data)
     except ValidationError as exc:

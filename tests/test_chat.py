@@ -204,3 +204,150 @@ def test_through_the_cli(model, tokenizer, tmp_path, monkeypatch, capsys):
     assert main(["chat", str(tmp_path / "ckpt"), "--greedy", "--max-new-tokens", "8", "--device", "cpu"]) == 0
     assert "assistant> " in capsys.readouterr().out
     assert main(["chat", str(tmp_path / "ckpt"), "--top-p", "2"]) == 2
+
+
+BOARD = "X 1 2\n3 O 5\n6 7 8\nX to move"  # the tic-tac-toe prompt text (tasks/tictactoe/format.py)
+
+
+def _exact_prompt(content: str) -> str:
+    return f"<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def _bursts(*bursts: list[str]):
+    """An input stream of bursts (lines that arrive together, as a paste does) and its ``pending`` check:
+    True while the current burst still has lines, like ``select`` on a terminal."""
+    queue = [list(b) for b in bursts]
+
+    def input_fn(prompt: str) -> str:
+        while queue and not queue[0]:
+            queue.pop(0)
+        if not queue:
+            raise EOFError
+        return queue[0].pop(0)
+
+    def pending() -> bool:
+        return bool(queue and queue[0])
+
+    return input_fn, pending
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ['"""', "X 1 2", "3 O 5", "6 7 8", "X to move", '"""'],
+        ['"""X 1 2', "3 O 5", "6 7 8", 'X to move"""'],
+        ["X 1 2\\", "3 O 5\\", "6 7 8\\ ", "X to move"],
+    ],
+    ids=["fence-lines", "fence-inline", "backslash"],
+)
+def test_a_multi_line_message_reaches_the_model_with_its_newlines(model, tokenizer, monkeypatch, lines):
+    prompts = _spy_prompts(model, tokenizer, monkeypatch)
+    history = chat_loop(
+        model, tokenizer, _script(*lines, "/exit"), lambda _: None, greedy=True, max_new_tokens=ANSWER_TOKENS
+    )
+    assert prompts == [_exact_prompt(BOARD)]
+    assert history[0] == {"role": "user", "content": BOARD}
+
+
+def test_pasted_lines_are_one_message_in_a_terminal_and_one_message_each_in_a_pipe(
+    model, tokenizer, monkeypatch
+):
+    prompts = _spy_prompts(model, tokenizer, monkeypatch)
+    paste = BOARD.split("\n")
+    input_fn, pending = _bursts(paste, ["hello there"], ["/exit"])
+    chat_loop(
+        model,
+        tokenizer,
+        input_fn,
+        lambda _: None,
+        greedy=True,
+        max_new_tokens=ANSWER_TOKENS,
+        pending_fn=pending,
+    )
+    assert prompts[0] == _exact_prompt(BOARD)
+    # A line typed later is a message of its own, and answered with the board turn as history.
+    assert len(prompts) == 2 and prompts[1].startswith(_exact_prompt(BOARD)) and "hello there" in prompts[1]
+    # Piped (no pending check): the same four lines are four messages.
+    prompts.clear()
+    chat_loop(model, tokenizer, _script(*paste), lambda _: None, greedy=True, max_new_tokens=ANSWER_TOKENS)
+    assert len(prompts) == 4 and prompts[0] == _exact_prompt("X 1 2")
+
+
+def test_multi_line_edge_cases(model, tokenizer, monkeypatch):
+    prompts = _spy_prompts(model, tokenizer, monkeypatch)
+    pieces: list[str] = []
+    # Inside a block a /command and blank lines are text; end of input closes an open block.
+    history = chat_loop(
+        model,
+        tokenizer,
+        _script('"""', "/reset", "", "two", "   ", '"""', "   ", '"""still open', "last line"),
+        pieces.append,
+        greedy=True,
+        max_new_tokens=ANSWER_TOKENS,
+    )
+    assert "[conversation reset]\n" not in pieces
+    assert [m["content"] for m in history if m["role"] == "user"] == [
+        "/reset\n\ntwo",
+        "still open\nlast line",
+    ]
+    assert prompts[0] == _exact_prompt("/reset\n\ntwo")
+    # A backslash continuation at end of input sends what was typed.
+    prompts.clear()
+    chat_loop(model, tokenizer, _script("one\\"), lambda _: None, greedy=True, max_new_tokens=ANSWER_TOKENS)
+    assert prompts == [_exact_prompt("one")]
+
+
+def test_the_startup_hint_explains_multi_line_input(model, tokenizer):
+    for pending, paste_rule in ((None, False), (lambda: False, True)):
+        pieces: list[str] = []
+        chat_loop(
+            model,
+            tokenizer,
+            _script(),
+            pieces.append,
+            greedy=True,
+            max_new_tokens=ANSWER_TOKENS,
+            pending_fn=pending,
+        )
+        hint = pieces[0]
+        assert "/reset" in hint and "end a line with \\ to continue" in hint and '"""' in hint
+        assert ("Pasted lines are sent as one message." in hint) is paste_rule
+
+
+def test_input_pending_sees_waiting_lines_on_a_pipe():
+    import os
+
+    from minigpt.chat_input import input_pending
+
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd) as reader, os.fdopen(write_fd, "w") as writer:
+        assert not input_pending(reader, timeout=0)
+        writer.write("a\nb\n")
+        writer.flush()
+        assert input_pending(reader, timeout=0)
+    assert not input_pending(__import__("io").StringIO("x\n"), timeout=0)  # no descriptor: never a paste
+
+
+def test_piped_stdin_through_the_cli_keeps_newlines_of_a_block(model, tokenizer, monkeypatch, capsys):
+    import io
+
+    from minigpt.cli import main
+
+    prompts = _spy_prompts(model, tokenizer, monkeypatch)
+    monkeypatch.setattr("minigpt.chat.load_chat_model", lambda *a: (model, tokenizer))
+    monkeypatch.setattr("sys.stdin", io.StringIO(f'"""\n{BOARD}\n"""\nhello there\nand the dog?\n'))
+    assert main(["chat", "ckpt", "--greedy", "--max-new-tokens", str(ANSWER_TOKENS)]) == 0
+    assert len(prompts) == 3 and prompts[0] == _exact_prompt(BOARD)
+    assert prompts[2].endswith(_exact_prompt("and the dog?"))
+    out = capsys.readouterr().out
+    assert "Multi-line message" in out and "Pasted lines" not in out  # a pipe has no paste rule
+
+
+def test_chat_help_documents_multi_line_input(capsys):
+    from minigpt.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["chat", "--help"])
+    out = capsys.readouterr().out
+    assert "end a line with \\ to continue" in out and 'start a line with """' in out
+    assert "in a pipe (stdin not a terminal) each line is one message" in out

@@ -32,7 +32,7 @@ from transformers import AutoTokenizer
 
 from minigpt.metrics import read_metrics
 from minigpt.runner import run_stage
-from minigpt.stages.stage_config import StageConfig, validate_algo
+from minigpt.stages.stage_config import StageConfig
 
 pytestmark = pytest.mark.slow
 
@@ -121,7 +121,7 @@ def base_config(out: Path, tok: Path, stage: str, data: dict, **train) -> dict:
 
 def run_here(data: dict) -> dict:
     cfg = StageConfig.model_validate(data)
-    return run_stage(cfg, validate_algo(cfg), console=False)
+    return run_stage(cfg, console=False)
 
 
 def train_records(out: Path) -> list[dict]:

@@ -91,6 +91,7 @@ def _mtimes(run_dir: Path) -> dict[str, int]:
     return {str(f.relative_to(run_dir)): f.stat().st_mtime_ns for f in files}
 
 
+@pytest.mark.slow
 def test_a_copied_run_folder_keeps_its_keys(tmp_path, lm_data):
     run_dir, moved = tmp_path / "run", tmp_path / "elsewhere" / "run"
     run_recipe(_recipe(tmp_path, lm_data, run_dir), console=False)
@@ -120,21 +121,6 @@ def test_a_copied_run_folder_keeps_its_keys(tmp_path, lm_data):
     assert edited[:2] == list(keys.values())[:2] and edited[2] != keys["sft"]
     edited = [p.key for p in load_recipe(recipe, overrides=["stages.1.config.train.max_steps=7"])[1]]
     assert edited[0] == keys["tokenizer"] and all(k not in keys.values() for k in edited[1:])
-
-
-def test_keys_from_an_older_manifest_are_accepted_in_place(tmp_path, lm_data):
-    run_dir = tmp_path / "run"
-    recipe = _recipe(tmp_path, lm_data, run_dir)
-    run_recipe(recipe, console=False)
-    planned = load_recipe(recipe)[1]
-    assert all(p.legacy_key != p.key for p in planned)
-    manifest = read_manifest(run_dir)
-    for p in planned:  # the keys an older version wrote: hashes of the absolute paths
-        manifest["stages"][p.entry.name]["key"] = p.legacy_key
-    (run_dir / "manifest.json").write_text(json.dumps(manifest))
-    result = run_recipe(recipe, console=False)
-    assert [a for _, a, _ in result["plan"]] == ["skip", "skip", "skip"]
-    assert [s["key"] for s in read_manifest(run_dir)["stages"].values()] == [p.key for p in planned]
 
 
 def test_relative_to_run_rewrites_only_paths_in_the_run_folder(tmp_path):

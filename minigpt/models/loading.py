@@ -5,32 +5,18 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
 
 import torch
 
 from minigpt.errors import ModelError
+from minigpt.models.model_config import ModelConfig
 from minigpt.registry import PRESETS
-from minigpt.typed_config import Strict
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 # Files in which a folder names its own Python classes (``auto_map``) for transformers to import and run.
 _CODE_MAPS = ("config.json", "tokenizer_config.json")
 ALLOW_IN_STAGE = "set model.trust_remote_code: true in the stage config"
 ALLOW_ON_CLI = "pass --trust-remote-code (trust_remote_code=True from Python)"
-
-
-class ModelConfig(Strict):
-    init: str
-    """A preset name (random init), a local HF model folder, or a hub id (needs a network)."""
-    tokenizer: str | None = None
-    """Tokenizer folder or hub id; defaults to the model folder. Required for a preset."""
-    overrides: dict[str, Any] = {}
-    """HF config fields to override (e.g. num_hidden_layers); with a preset, also vocab_size."""
-    revision: str | None = None
-    trust_remote_code: bool = False
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3"] = "auto"
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:

@@ -78,6 +78,22 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 
     return wrap_tokenizer(tok)
 
 
+def vocab_shortfall(tokenizer: Any, asked: int, min_frequency: int) -> str | None:
+    """Why the trained vocabulary is smaller than ``asked``, or None when it is not. BPE stops merging when
+    no pair of adjacent tokens occurs ``min_frequency`` times any more, so small or repetitive data gives
+    fewer tokens than asked, and nothing else would say so."""
+    got = len(tokenizer)
+    if got >= asked:
+        return None
+    merges = got - 256 - len(SPECIAL_TOKENS)
+    lower = f", or lower min_frequency (now {min_frequency})" if min_frequency > 1 else ""
+    return (
+        f"the tokenizer has {got} tokens, not the {asked} asked (vocab_size): after {merges} merges no pair "
+        f"of adjacent tokens is left that occurs at least min_frequency={min_frequency} times in the "
+        f"training text. For more tokens, train on more or more varied text{lower}."
+    )
+
+
 def wrap_tokenizer(tok):
     from transformers import PreTrainedTokenizerFast
 

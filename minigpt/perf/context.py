@@ -54,7 +54,7 @@ class BenchContext:
         return self._tokenizers[vocab]
 
     def model_config(self, preset: str, overrides: dict[str, Any], tok: SynthTokenizer):
-        from minigpt.models.loading import ModelConfig
+        from minigpt.models.model_config import ModelConfig
 
         return ModelConfig(init=preset, tokenizer=str(tok.path), overrides=overrides)
 
@@ -83,10 +83,10 @@ class BenchContext:
     def run_project(self, stage_cfg: dict[str, Any], callbacks: list) -> Path:
         """Run a stage through ``minigpt.runner.run_stage``, exactly as ``minigpt train`` does."""
         from minigpt.runner import run_stage
-        from minigpt.stages.stage_config import StageConfig, validate_algo
+        from minigpt.stages.stage_config import StageConfig
 
         cfg = StageConfig.model_validate(stage_cfg)
-        run_stage(cfg, validate_algo(cfg), overwrite=True, callbacks=callbacks, console=False)
+        run_stage(cfg, overwrite=True, callbacks=callbacks, console=False)
         return Path(cfg.output_dir)
 
     def attempt(self, workload: str, implementation: str, run: Callable[..., Row], *args: Any) -> Row:

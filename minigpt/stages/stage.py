@@ -12,11 +12,6 @@ import torch
 
 from minigpt.metrics import RunLog, Throughput
 from minigpt.stages.stage_config import StageConfig
-from minigpt.typed_config import Strict
-
-
-class NoParams(Strict):
-    """A stage without fields of its own."""
 
 
 @dataclass
@@ -77,7 +72,6 @@ class Stage(ABC):
 
     name: ClassVar[str]
     schema: ClassVar[str]
-    Params: ClassVar[type[Strict]] = NoParams
     metric_renames: ClassVar[dict[str, str]] = {}
     default_packing: ClassVar[bool] = False
     eval_loss_is_token_nll: ClassVar[bool] = True
@@ -129,7 +123,3 @@ class Stage(ABC):
 
             return export_lora(model, self.ctx.cfg)  # also writes <output_dir>/adapter
         return model
-
-    def final_evaluation(self, model_dir: Path) -> dict[str, Any]:
-        """Task evaluation after training (e.g. the tic-tac-toe arena); empty by default."""
-        return {}

@@ -1,15 +1,20 @@
-"""The config of one training stage: model, data, training loop; ``algo`` holds the stage's own fields."""
+"""The config of one training stage: model, data, training loop, and ``algo``, the stage's own fields.
+
+One typed config per stage: validating a mapping as ``StageConfig`` picks the class of its ``stage`` (a
+subclass whose ``algo`` is that stage's Params, from ``minigpt.stages.catalog``), so a mistake in ``algo`` is
+reported in the same pass as every other field, with its file and line. Torch-free."""
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from minigpt.errors import ConfigError
-from minigpt.lora import LoRAConfig
-from minigpt.models.loading import ModelConfig
+from minigpt.lora_config import LoRAConfig
+from minigpt.models.model_config import ModelConfig
 from minigpt.typed_config import Strict, apply_overrides, read_yaml, validate
 
 
@@ -101,18 +106,63 @@ class StageConfig(Strict):
     model: ModelConfig
     data: DataSpec = DataSpec()
     train: TrainConfig = TrainConfig()
-    algo: dict[str, Any] = {}
-    """The stage's own fields (e.g. DPO's beta); validated against that stage's parameters."""
+    algo: Any = None
+    """The stage's own fields (e.g. DPO's beta): an instance of the stage's Params class."""
     lora: LoRAConfig | None = None
     """Train a LoRA adapter instead of every weight (any stage); absent or null: full fine-tuning."""
     resume: bool = False
     """Continue from the newest complete checkpoint in ``<output_dir>/checkpoints``."""
 
+    @field_validator("stage")
+    @classmethod
+    def _known_stage(cls, value: str) -> str:
+        from minigpt.registry import STAGES
+
+        if value not in STAGES:
+            try:
+                STAGES.get(value)
+            except ConfigError as exc:  # the registry's message: the close match and the known names
+                raise ValueError(str(exc)) from None
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> StageConfig:
         if not self.data.train and not self.data.data_config:
             raise ValueError("data: give 'train' files or a 'data_config' mixture")
+        if type(self) is StageConfig:  # built as StageConfig(...), which cannot pick the stage's class
+            raise ValueError("build a stage config with StageConfig.model_validate(...)")
         return self
+
+    @classmethod
+    def resolve_model(cls, data: Any) -> type[StageConfig]:
+        """The config class that validates ``data``: the class of its ``stage`` when that is a known name."""
+        from minigpt.registry import STAGES
+
+        if cls is StageConfig and isinstance(data, dict):
+            name = data.get("stage")
+            if isinstance(name, str) and name in STAGES:
+                return stage_config_class(name)
+        return cls
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> StageConfig:
+        model = cls.resolve_model(obj)
+        if model is not cls:
+            return model.model_validate(obj, **kwargs)
+        return super().model_validate(obj, **kwargs)
+
+
+@cache
+def stage_config_class(name: str) -> type[StageConfig]:
+    """``StageConfig`` with ``algo`` typed as the Params of stage ``name``."""
+    from minigpt.registry import STAGES
+
+    params = STAGES.get(name).params
+    return create_model(
+        f"{params.__name__}StageConfig",
+        __base__=StageConfig,
+        algo=(params, Field(default={}, validate_default=True)),  # absent: required fields are named
+    )
 
 
 def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -149,23 +199,11 @@ def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
 
 def load_stage_config(
     path: str | Path, overrides: list[str] | None = None, defaults: dict[str, Any] | None = None
-) -> tuple[StageConfig, Any]:
-    """Load a stage config and validate its ``algo`` section against the stage's own parameters."""
+) -> StageConfig:
+    """Load and validate a stage config, its ``algo`` against the stage's own fields, in one pass."""
     raw, lines = read_yaml(path)
     if defaults:
         raw = {**defaults, **raw}
     raw = apply_overrides(raw, overrides)
     raw = resolve_paths(raw, Path(path).parent)
-    cfg = validate(StageConfig, raw, str(path), lines)
-    return cfg, validate_algo(cfg, str(path), lines)
-
-
-def validate_algo(cfg: StageConfig, source: str = "<config>", lines: dict | None = None) -> Any:
-    from minigpt.registry import STAGES
-
-    try:
-        stage_cls = STAGES.get(cfg.stage)
-    except ConfigError as exc:
-        line = (lines or {}).get(("stage",))
-        raise ConfigError(f"{source}{':' + str(line) if line else ''}: key 'stage': {exc}") from None
-    return validate(stage_cls.Params, cfg.algo, source, lines, prefix=("algo",))
+    return validate(StageConfig, raw, str(path), lines)

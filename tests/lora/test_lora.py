@@ -31,14 +31,16 @@ from transformers import (
 )
 
 from minigpt.errors import ConfigError
-from minigpt.lora import LoRAConfig, peft_config, trains_adapter_only
+from minigpt.lora import peft_config, trains_adapter_only
+from minigpt.lora_config import LoRAConfig
 from minigpt.metrics import read_metrics
-from minigpt.models.loading import ModelConfig, build_model
+from minigpt.models.loading import build_model
+from minigpt.models.model_config import ModelConfig
 from minigpt.runner import run_stage
 from minigpt.stages.rl.onpolicy.onpolicy_stage import AdapterDisabledReference, OnPolicyStage
 from minigpt.stages.rl.onpolicy.rollout import sequence_logps
 from minigpt.stages.rl.ppo import PPOStage
-from minigpt.stages.stage_config import StageConfig, validate_algo
+from minigpt.stages.stage_config import StageConfig
 
 LORA = {"r": 8, "alpha": 16}
 BATCH = torch.tensor([[5, 17, 42, 99, 3, 250, 7, 64], [8, 8, 300, 12, 1, 2, 3, 4]])
@@ -62,7 +64,7 @@ def _cfg(tmp_path, tok_dir, stage, train_files, name, lora=None, algo=None, data
 
 
 def _run(cfg, **kw):
-    return run_stage(cfg, validate_algo(cfg), console=False, **kw)
+    return run_stage(cfg, console=False, **kw)
 
 
 def _series(records, key):
@@ -149,6 +151,7 @@ def test_lora_sft_trains_only_the_adapter_and_merges_exactly(tmp_path, tiny_toke
     assert losses[-1] < 0.93 * losses[0] and evals[-1] < evals[0], (losses, evals)
 
 
+@pytest.mark.slow
 def test_lora_dpo_raises_preference_accuracy(tmp_path, tiny_tokenizer_dir):
     train = write_jsonl(tmp_path / "train.jsonl", copy_pairs(400, 1))
     val = write_jsonl(tmp_path / "val.jsonl", copy_pairs(64, 2))
@@ -178,6 +181,7 @@ def test_lora_dpo_raises_preference_accuracy(tmp_path, tiny_tokenizer_dir):
     assert AutoModelForCausalLM.from_pretrained(out).config.model_type == "qwen3"
 
 
+@pytest.mark.slow
 def test_lora_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer_dir, lm_data):
     common = {"max_steps": 12, "save_interval": 4, "eval_interval": 0, "log_interval": 2}
     full, part, _ = run_interrupted_then_resumed(
@@ -275,7 +279,8 @@ def test_qlora_on_cpu_is_a_config_error(tmp_path, tiny_tokenizer_dir, lm_data):
     # on a GPU machine without bitsandbytes (imported only for QLoRA, so miniGPT works without it)
     import importlib.util
 
-    from minigpt.lora import LoRAConfig, check_qlora
+    from minigpt.lora import check_qlora
+    from minigpt.lora_config import LoRAConfig
 
     if importlib.util.find_spec("bitsandbytes") is None:
         with pytest.raises(ConfigError, match="lora.qlora needs the bitsandbytes package"):

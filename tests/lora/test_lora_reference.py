@@ -11,7 +11,7 @@ from support import SMALL, copy_pairs, digit_prompts, write_jsonl
 from minigpt.errors import ConfigError
 from minigpt.runner import run_stage
 from minigpt.stages.preference import dpo
-from minigpt.stages.stage_config import StageConfig, validate_algo
+from minigpt.stages.stage_config import StageConfig
 
 WITH_BIASES = {**SMALL, "attention_bias": True}
 
@@ -51,7 +51,7 @@ def test_dpo_reference_stays_the_initial_model(tmp_path, tiny_tokenizer_dir, mon
     monkeypatch.setattr(dpo, "MiniGPTDPOTrainer", Recording)
     train = write_jsonl(tmp_path / "pairs.jsonl", copy_pairs(64, 1))
     cfg = _cfg(tmp_path, tiny_tokenizer_dir, "dpo", train, bias)
-    run_stage(cfg, validate_algo(cfg), console=False)
+    run_stage(cfg, console=False)
     trainer = trainers[0]
     policy = trainer.model
     if bias == "none":  # TRL's frozen adapter copy: no second model
@@ -78,6 +78,6 @@ def test_grpo_rloo_refuse_trained_base_biases_with_a_kl_reference(tmp_path, tiny
     with pytest.raises(
         ConfigError, match=f"lora.bias: all trains the base model's biases, which TRL's {stage}"
     ):
-        run_stage(cfg, validate_algo(cfg), console=False)
+        run_stage(cfg, console=False)
     leftovers = [p.name for p in (tmp_path / f"{stage}-all").iterdir() if p.name != ".minigpt.lock"]
     assert leftovers == []  # refused before training: nothing half-written

@@ -3,7 +3,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from minigpt.errors import ModelError
-from minigpt.models.loading import ModelConfig, build_model, check_model_folder, parameter_counts
+from minigpt.models.loading import build_model, check_model_folder, parameter_counts
+from minigpt.models.model_config import ModelConfig
 from minigpt.models.tokenizer import CHAT_TEMPLATE, IM_END, SPECIAL_TOKENS
 from minigpt.registry import PRESETS
 

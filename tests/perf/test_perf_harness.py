@@ -59,6 +59,7 @@ def _table_rows(text: str) -> dict[tuple[str, str], list[str]]:
     return rows
 
 
+@pytest.mark.slow
 def test_every_row_is_printed_with_its_figures(bench):
     code, text, _ = bench
     assert code == 0, text

@@ -280,7 +280,7 @@ def test_byte_order_marks_and_a_10_mb_line_are_read(tmp_path: Path) -> None:
     assert [item.error for item in iter_jsonl(data)] == [None, None]  # the mixture reader
     config = tmp_path / "stage.yaml"
     config.write_bytes(b"\xef\xbb\xbf" + yaml.safe_dump(stage_dict(tmp_path / "o", tmp_path, data)).encode())
-    assert load_stage_config(config)[0].stage == "sft"
+    assert load_stage_config(config).stage == "sft"
 
 
 def test_overlong_conversations_are_truncated_or_dropped_with_a_count_or_refused(

@@ -51,6 +51,7 @@ def _holder(out: Path, hold: float, start: float = 0.0) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_second_run_on_a_locked_folder_exits_2_with_the_lock_message(
     tmp_path: Path, tiny_tokenizer_dir: Path, lm_data: dict[str, Path]
 ) -> None:
@@ -84,6 +85,7 @@ def test_second_run_on_a_locked_folder_exits_2_with_the_lock_message(
     assert not (out / LOCK_FILE).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stale", [False, True], ids=["fresh", "stale-lock-present"])
 def test_of_runs_starting_together_exactly_one_gets_the_folder(tmp_path: Path, stale: bool) -> None:
     out = tmp_path / "run"

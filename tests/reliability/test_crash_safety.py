@@ -26,7 +26,7 @@ from minigpt.checkpoints import (
 )
 from minigpt.metrics import read_metrics
 from minigpt.runner import run_stage
-from minigpt.stages.stage_config import StageConfig, load_stage_config, validate_algo
+from minigpt.stages.stage_config import StageConfig, load_stage_config
 
 from .helpers import PYTHON, stage_dict, subprocess_env, write_yaml
 
@@ -104,7 +104,7 @@ def test_sigkill_in_a_step_and_in_a_checkpoint_write_then_resume(
     reference = StageConfig.model_validate(
         stage_dict(tmp_path / "reference", tiny_tokenizer_dir, lm_data["conv"], **train)
     )
-    run_stage(reference, validate_algo(reference), console=False)
+    run_stage(reference, console=False)
 
     out = tmp_path / "killed"
     ckpts = out / "checkpoints"
@@ -134,9 +134,9 @@ def test_sigkill_in_a_step_and_in_a_checkpoint_write_then_resume(
     (ckpts / "checkpoint-8").mkdir()
     (ckpts / "checkpoint-8" / "model.safetensors").write_bytes(b"\0" * 100)
 
-    cfg, params = load_stage_config(config)
+    cfg = load_stage_config(config)
     cfg.resume = True
-    summary = run_stage(cfg, params, console=False)
+    summary = run_stage(cfg, console=False)
     assert summary["global_step"] == 8
     assert names(ckpts) == ["checkpoint-6", "checkpoint-8"]  # leftovers gone, save_total_limit kept
     assert complete_checkpoints(ckpts) == [ckpts / "checkpoint-6", ckpts / "checkpoint-8"]

@@ -18,14 +18,13 @@ from minigpt.cli import main
 from minigpt.errors import ConfigError
 from minigpt.pipeline import load_recipe, read_manifest, run_recipe
 from minigpt.runner import run_stage
-from minigpt.stages.stage_config import StageConfig, validate_algo
+from minigpt.stages.stage_config import StageConfig
 
 from .helpers import stage_dict, write_yaml
 
 
-def _cfg(out: Path, tok: Path, data: Path, **train) -> tuple[StageConfig, object]:
-    cfg = StageConfig.model_validate(stage_dict(out, tok, data, **train))
-    return cfg, validate_algo(cfg, "cfg", {})
+def _cfg(out: Path, tok: Path, data: Path, **train) -> StageConfig:
+    return StageConfig.model_validate(stage_dict(out, tok, data, **train))
 
 
 def _weights(path: Path) -> dict:
@@ -40,10 +39,8 @@ def _same(a: dict, b: dict) -> bool:
 def finished(tmp_path: Path, tiny_tokenizer_dir: Path, lm_data) -> Path:
     """A finished 4-step SFT stage with checkpoints every 2 steps (constant LR: an extra step would show)."""
     out = tmp_path / "sft"
-    cfg, params = _cfg(
-        out, tiny_tokenizer_dir, lm_data["conv"], max_steps=4, save_interval=2, scheduler="constant"
-    )
-    run_stage(cfg, params, console=False)
+    cfg = _cfg(out, tiny_tokenizer_dir, lm_data["conv"], max_steps=4, save_interval=2, scheduler="constant")
+    run_stage(cfg, console=False)
     return out
 
 
@@ -80,9 +77,9 @@ def test_a_killed_overwrite_puts_the_old_run_back(finished: Path, tiny_tokenizer
         if child.name not in (".minigpt.lock", aside.name):
             os.replace(child, aside / child.name)
     (finished / "config.yaml").write_text("partial attempt")
-    cfg, params = _cfg(finished, tiny_tokenizer_dir, lm_data["conv"], max_steps=4, save_interval=2)
+    cfg = _cfg(finished, tiny_tokenizer_dir, lm_data["conv"], max_steps=4, save_interval=2)
     cfg.resume = True
-    summary = run_stage(cfg, params, console=False)  # the old run is put back, and it had finished
+    summary = run_stage(cfg, console=False)  # the old run is put back, and it had finished
     assert summary["global_step"] == 4 and (finished / "stage.json").exists()
     assert not aside.exists() and "partial attempt" not in (finished / "config.yaml").read_text()
 
@@ -137,11 +134,11 @@ def test_resume_from_the_last_step_checkpoint_trains_no_extra_step(
     (finished / "stage.json").unlink()  # killed during the export
     for name in ("model.safetensors", "config.json"):
         (finished / name).unlink()
-    cfg, params = _cfg(
+    cfg = _cfg(
         finished, tiny_tokenizer_dir, lm_data["conv"], max_steps=4, save_interval=2, scheduler="constant"
     )
     cfg.resume = True
-    summary = run_stage(cfg, params, console=False)
+    summary = run_stage(cfg, console=False)
     assert summary["global_step"] == 4
     assert _same(_weights(finished), uninterrupted)
     steps = [json.loads(line).get("step") for line in (finished / "metrics.jsonl").read_text().splitlines()]
@@ -153,11 +150,11 @@ def test_resume_of_a_finished_stage_does_not_train_it_again(
 ) -> None:
     done = (finished / "stage.json").read_text()
     weights = (finished / "model.safetensors").read_bytes()
-    cfg, params = _cfg(
+    cfg = _cfg(
         finished, tiny_tokenizer_dir, lm_data["conv"], max_steps=4, save_interval=2, scheduler="constant"
     )
     cfg.resume = True
-    summary = run_stage(cfg, params, console=True)
+    summary = run_stage(cfg, console=True)
     assert "already finished" in capsys.readouterr().out
     assert summary == json.loads(done)
     assert (finished / "model.safetensors").read_bytes() == weights
@@ -295,9 +292,9 @@ def test_leftovers_of_killed_exports_are_cleared_and_modes_are_normal(
     (finished / "stage.json.tmp").write_text("{")
     (finished / "checkpoints" / "checkpoint-6.tmp-4242").mkdir()
     (finished / "stage.json").unlink()
-    cfg, params = _cfg(finished, tiny_tokenizer_dir, lm_data["conv"], max_steps=4, save_interval=2)
+    cfg = _cfg(finished, tiny_tokenizer_dir, lm_data["conv"], max_steps=4, save_interval=2)
     cfg.resume = True
-    run_stage(cfg, params, console=False)
+    run_stage(cfg, console=False)
     names = sorted(p.name for p in finished.iterdir())
     assert not [n for n in names if n.startswith(".export-") or n.endswith(".tmp")]
     assert sorted(p.name for p in (finished / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
@@ -312,6 +309,6 @@ def test_without_save_interval_the_final_state_is_kept_only_until_the_export(
     tmp_path: Path, tiny_tokenizer_dir: Path, lm_data
 ) -> None:
     out = tmp_path / "x"
-    cfg, params = _cfg(out, tiny_tokenizer_dir, lm_data["conv"], max_steps=3)
-    run_stage(cfg, params, console=False)
+    cfg = _cfg(out, tiny_tokenizer_dir, lm_data["conv"], max_steps=3)
+    run_stage(cfg, console=False)
     assert not (out / "checkpoints").exists() and (out / "stage.json").exists()

@@ -17,7 +17,7 @@ from minigpt.checkpoints import newest_checkpoint
 from minigpt.errors import TrainingError
 from minigpt.metrics import read_metrics
 from minigpt.runner import run_stage
-from minigpt.stages.stage_config import StageConfig, validate_algo
+from minigpt.stages.stage_config import StageConfig
 
 from .helpers import stage_dict
 
@@ -69,7 +69,7 @@ def test_nan_loss_stops_with_step_and_metric_and_keeps_the_last_good_checkpoint(
     cfg = _cfg(tmp_path, tiny_tokenizer_dir, lm_data["conv"], "nan", save_interval=2, save_total_limit=2)
     out = tmp_path / "nan"
     with pytest.raises(TrainingError) as info:
-        run_stage(cfg, validate_algo(cfg), console=False, callbacks=[InjectFault({5}, "loss")])
+        run_stage(cfg, console=False, callbacks=[InjectFault({5}, "loss")])
     message = str(info.value)
     assert "train/loss is nan at step 5" in message and "train.max_bad_steps is 0" in message
     last_good = out / "checkpoints" / "checkpoint-4"
@@ -85,7 +85,7 @@ def test_nan_loss_stops_with_step_and_metric_and_keeps_the_last_good_checkpoint(
     assert all(math.isfinite(r["train/loss"]) for r in records if "train/loss" in r)
     # The fault gone (a one-off), resuming from the kept checkpoint finishes the stage.
     cfg.resume = True
-    assert run_stage(cfg, validate_algo(cfg), console=False)["global_step"] == 8
+    assert run_stage(cfg, console=False)["global_step"] == 8
     assert _finite(out / "model.safetensors")
 
 
@@ -96,7 +96,7 @@ def test_inf_gradient_with_a_finite_loss_stops_naming_the_gradient_norm(
     # looks at the weights, here the checkpoint of step 4, which must then not be written.
     cfg = _cfg(tmp_path, tiny_tokenizer_dir, lm_data["conv"], "inf", log_interval=10, save_interval=2)
     with pytest.raises(TrainingError) as info:
-        run_stage(cfg, validate_algo(cfg), console=False, callbacks=[InjectFault({3}, "grad")])
+        run_stage(cfg, console=False, callbacks=[InjectFault({3}, "grad")])
     assert "train/grad_norm is inf at step 3: training stopped" in str(info.value)
     ckpts = tmp_path / "inf" / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint-2"]
@@ -108,7 +108,7 @@ def test_a_fault_in_the_last_steps_is_never_exported(
 ) -> None:
     cfg = _cfg(tmp_path, tiny_tokenizer_dir, lm_data["conv"], "last", max_steps=4, log_interval=10)
     with pytest.raises(TrainingError, match="train/loss is nan at step 4: .*no checkpoint had been saved"):
-        run_stage(cfg, validate_algo(cfg), console=False, callbacks=[InjectFault({4}, "loss")])
+        run_stage(cfg, console=False, callbacks=[InjectFault({4}, "loss")])
     assert not (tmp_path / "last" / "model.safetensors").exists()
 
 
@@ -117,7 +117,7 @@ def test_max_bad_steps_skips_a_nan_step_without_touching_the_weights(
 ) -> None:
     cfg = _cfg(tmp_path, tiny_tokenizer_dir, lm_data["conv"], "skip", max_bad_steps=2, save_interval=4)
     snaps = Snapshots()
-    summary = run_stage(cfg, validate_algo(cfg), console=False, callbacks=[InjectFault({3}, "loss"), snaps])
+    summary = run_stage(cfg, console=False, callbacks=[InjectFault({3}, "loss"), snaps])
     out = tmp_path / "skip"
     assert summary["global_step"] == 8 and _finite(out / "model.safetensors")
     assert torch.equal(snaps.after[2], snaps.after[3]), "the skipped step changed the weights"
@@ -138,7 +138,7 @@ def test_max_bad_steps_is_a_budget_then_the_stage_stops(
 ) -> None:
     cfg = _cfg(tmp_path, tiny_tokenizer_dir, lm_data["conv"], "budget", max_bad_steps=1, save_interval=4)
     with pytest.raises(TrainingError) as info:
-        run_stage(cfg, validate_algo(cfg), console=False, callbacks=[InjectFault({2, 6}, "loss")])
+        run_stage(cfg, console=False, callbacks=[InjectFault({2, 6}, "loss")])
     assert "train/loss is nan at step 6" in str(info.value)
     assert "2 non-finite step(s), train.max_bad_steps is 1" in str(info.value)
     assert newest_checkpoint(tmp_path / "budget" / "checkpoints").name == "checkpoint-4"

@@ -108,7 +108,7 @@ def stage_config(tmp: Path, train: list[Path], **data: Any) -> StageConfig:
     """A validated stage config reading ``train`` directly (the stage name does not matter to load_rows)."""
     cfg = stage_dict(tmp / "out", tmp / "tok", train[0], data=data)
     cfg["data"]["train"] = [str(p) for p in train]
-    return load_stage_config(write_yaml(tmp / "stage.yaml", cfg))[0]
+    return load_stage_config(write_yaml(tmp / "stage.yaml", cfg))
 
 
 def direct_error(tmp: Path, path: Path, schema: str) -> str:
@@ -260,7 +260,7 @@ def test_a_mixture_of_another_schema_is_refused(tmp_path: Path) -> None:
     mix_path = write_yaml(tmp_path / "mix.yaml", mix)
     cfg = stage_dict(tmp_path / "out", tmp_path / "tok", source, data={"data_config": str(mix_path)})
     del cfg["data"]["train"]
-    stage_cfg = load_stage_config(write_yaml(tmp_path / "stage.yaml", cfg))[0]
+    stage_cfg = load_stage_config(write_yaml(tmp_path / "stage.yaml", cfg))
     with pytest.raises(ConfigError) as info:
         load_rows(stage_cfg, None, tmp_path / "out", "conversations")
     assert str(info.value) == (
@@ -274,12 +274,12 @@ def test_the_stage_schema_comes_from_the_stage_and_its_params(tmp_path: Path) ->
                 "reward": "preference", "grpo": "prompt_only", "rloo": "prompt_only", "ppo": "prompt_only",
                 "spo": "prompt_only", "reasoning_distill": "conversations"}  # fmt: skip
     for name, schema in expected.items():
-        assert STAGES.get(name).row_schema(None) == schema, name
+        assert STAGES.get(name).load().row_schema(None) == schema, name
     for data_schema in ("text", "conversations"):
         cfg = stage_dict(tmp_path / "o", tmp_path / "tok", tmp_path / "d.jsonl", stage="distill")
         cfg["algo"] = {"teacher": str(tmp_path / "teacher"), "data_schema": data_schema}
-        params = load_stage_config(write_yaml(tmp_path / "distill.yaml", cfg))[1]
-        assert STAGES.get("distill").row_schema(params) == data_schema
+        params = load_stage_config(write_yaml(tmp_path / "distill.yaml", cfg)).algo
+        assert STAGES.get("distill").load().row_schema(params) == data_schema
 
 
 # ---------------------------------------------------------------- end to end: minigpt train

@@ -20,7 +20,8 @@ from minigpt.chat import load_chat_model
 from minigpt.cli import build_parser, main
 from minigpt.data.tokens import load_tokenizer as load_mixture_tokenizer
 from minigpt.errors import ModelError
-from minigpt.models.loading import ModelConfig, build_model, load_tokenizer
+from minigpt.models.loading import build_model, load_tokenizer
+from minigpt.models.model_config import ModelConfig
 from minigpt.tasks.tictactoe.player import load_player
 
 from .helpers import SMALL

@@ -20,7 +20,7 @@ from minigpt.errors import TrainingError
 from minigpt.metrics import read_metrics
 from minigpt.rewards import NamedReward, RewardFault
 from minigpt.runner import run_stage
-from minigpt.stages.stage_config import StageConfig, validate_algo
+from minigpt.stages.stage_config import StageConfig
 
 from .helpers import write_yaml
 
@@ -81,7 +81,7 @@ def _cfg(*args, **kw) -> StageConfig:
 
 
 def _run(cfg: StageConfig, **kw):
-    return run_stage(cfg, validate_algo(cfg), console=False, **kw)
+    return run_stage(cfg, console=False, **kw)
 
 
 class Snapshots(TrainerCallback):

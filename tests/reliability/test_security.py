@@ -18,7 +18,8 @@ import minigpt
 from minigpt.cli import main
 from minigpt.data.mixture_config import load_mixture
 from minigpt.errors import ConfigError, ModelError
-from minigpt.models.loading import ModelConfig, build_model, check_model_folder, load_tokenizer
+from minigpt.models.loading import build_model, check_model_folder, load_tokenizer
+from minigpt.models.model_config import ModelConfig
 from minigpt.registry import load_plugins
 from minigpt.stages.stage_config import StageConfig, load_stage_config
 from minigpt.typed_config import parse_override, read_yaml

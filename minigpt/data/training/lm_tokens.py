@@ -27,15 +27,6 @@ class TokenStats:
     dropped: int = 0
     drop_reasons: dict[str, int] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "tokens": self.tokens,
-            "truncated": self.truncated,
-            "dropped": self.dropped,
-            "drop_reasons": dict(self.drop_reasons),
-        }
-
 
 def _messages(row: dict[str, Any]) -> list[dict[str, str]] | None:
     value = row.get("conversations", row.get("messages"))

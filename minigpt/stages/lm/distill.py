@@ -23,21 +23,20 @@ tokens multiplied by ``tag_loss_weight``; see :class:`TagWeightedTrainer`.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
 
 from minigpt.data.training.lm_tokens import IGNORE, NUM_TOKENS_KEY
 from minigpt.errors import ConfigError, MiniGPTError
-from minigpt.models.loading import ModelConfig, build_model, load_tokenizer
-from minigpt.models.tokenizer import THINK_END, THINK_START
-from minigpt.registry import PRESETS, STAGES
+from minigpt.models.loading import build_model, load_tokenizer
+from minigpt.models.model_config import ModelConfig
+from minigpt.registry import PRESETS
 from minigpt.stages.lm.causal_lm import LMTrainer
+from minigpt.stages.lm.lm_params import DistillParams, ReasoningParams
 from minigpt.stages.lm.sft import SFTStage
 from minigpt.stages.stage import StageContext
-from minigpt.typed_config import Strict
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
 
@@ -68,19 +67,6 @@ def token_factor(trainer: Any, n_tokens: torch.Tensor, num_items_in_batch: Any) 
 
 
 # ---------------------------------------------------------------- distill
-
-
-class DistillParams(Strict):
-    teacher: str
-    """The teacher: a model folder (e.g. an earlier stage's output) or a hub id; it must use the student's
-    tokenizer."""
-    temperature: float = Field(2.0, gt=0)
-    """Softens both distributions in the KD term (T)."""
-    alpha: float = Field(0.5, ge=0.0, le=1.0)
-    """Weight of the CE on the labels; 1 − alpha goes to the KD term (alpha = 1: plain SFT)."""
-    data_schema: Literal["conversations", "text"] = "conversations"
-    """Rows: conversations (loss on assistant tokens) or text (loss on every token; packed only with
-    ``data.packing: true``)."""
 
 
 class DistillTrainer(LMTrainer):
@@ -159,10 +145,8 @@ def load_teacher(
     return teacher
 
 
-@STAGES.register("distill")
 class DistillStage(SFTStage):
     name = "distill"
-    Params = DistillParams
     trainer_class = DistillTrainer
 
     def __init__(self, ctx: StageContext):
@@ -189,21 +173,6 @@ class DistillStage(SFTStage):
 
 
 # ---------------------------------------------------------------- reasoning distillation
-
-
-class ReasoningParams(Strict):
-    tag_loss_weight: float = Field(1.0, ge=0.0)
-    """Multiplies the per-token CE of the tag tokens (1: plain SFT, through SFT's own code path)."""
-    tags: list[str] = [THINK_START, THINK_END]
-    """Tags whose tokens are weighted; e.g. add "<answer>", "</answer>". A tag is found by its standalone token
-    ids (always so for special tokens such as <think>)."""
-
-    @field_validator("tags")
-    @classmethod
-    def _tags(cls, value: list[str]) -> list[str]:
-        if not value or any(not tag for tag in value):
-            raise ValueError("give at least one non-empty tag")
-        return value
 
 
 def tag_mask(targets: torch.Tensor, tags: list[list[int]]) -> torch.Tensor:
@@ -255,10 +224,8 @@ class TagWeightedTrainer(LMTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
-@STAGES.register("reasoning_distill")
 class ReasoningDistillStage(SFTStage):
     name = "reasoning_distill"
-    Params = ReasoningParams
 
     def build_trainer(self, args_kwargs: dict[str, Any], train_ds, eval_ds, callbacks: list) -> LMTrainer:
         p: ReasoningParams = self.ctx.params

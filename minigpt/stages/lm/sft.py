@@ -1,10 +1,8 @@
 """Supervised fine-tuning on conversations; the loss covers assistant tokens only."""
 
-from minigpt.registry import STAGES
 from minigpt.stages.lm.causal_lm import CausalLMStage
 
 
-@STAGES.register("sft")
 class SFTStage(CausalLMStage):
     name = "sft"
     schema = "conversations"

@@ -8,20 +8,13 @@ import copy
 from typing import Any
 
 import torch
-from pydantic import Field
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, set_seed
 from trl import RewardConfig, RewardTrainer
 
 from minigpt.errors import ModelError
-from minigpt.registry import STAGES
+from minigpt.stages.preference.preference_params import RewardParams
 from minigpt.stages.preference.preference_stage import PreferenceStage
 from minigpt.stages.trainer_hooks import MiniGPTTrainerMixin
-from minigpt.typed_config import Strict
-
-
-class RewardParams(Strict):
-    center_rewards_coefficient: float | None = Field(None, ge=0.0)
-    """Pull rewards towards mean zero (Eq. 2 of arXiv 2312.09244; 0.01 is typical). None: off."""
 
 
 class MiniGPTRewardTrainer(MiniGPTTrainerMixin, RewardTrainer):
@@ -51,10 +44,8 @@ def sequence_classifier(lm: PreTrainedModel, pad_token_id: int) -> PreTrainedMod
     return model.to(lm.device)
 
 
-@STAGES.register("reward")
 class RewardStage(PreferenceStage):
     name = "reward"
-    Params = RewardParams
     eval_loss_is_token_nll = False  # a pairwise ranking loss: exp() of it is no perplexity
 
     def prepare_model(self, model: PreTrainedModel) -> PreTrainedModel:

@@ -20,15 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field, model_validator
 from torch import Tensor, nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_scheduler
 
 from minigpt.errors import ConfigError
 from minigpt.models.loading import remote_code
-from minigpt.registry import STAGES
 from minigpt.stages.preference.reward import score
-from minigpt.stages.rl.onpolicy.onpolicy_loop import OnPolicyParams, OnPolicyTrainer, disable_dropout
+from minigpt.stages.rl.onpolicy.onpolicy_loop import OnPolicyTrainer, disable_dropout
 from minigpt.stages.rl.onpolicy.onpolicy_ops import (
     clipped_policy_losses,
     clipped_value_losses,
@@ -39,50 +37,10 @@ from minigpt.stages.rl.onpolicy.onpolicy_ops import (
 )
 from minigpt.stages.rl.onpolicy.onpolicy_stage import OnPolicyStage
 from minigpt.stages.rl.onpolicy.rollout import Rollout, sequence_logps
+from minigpt.stages.rl.rl_params import PPOParams
 from minigpt.stages.trainer_hooks import MiniGPTTrainerMixin
 
 REWARD_MODEL_LABEL = "reward_model"
-
-
-class PPOParams(OnPolicyParams):
-    """``algo:`` fields of ``ppo`` (besides the shared ones: rewards, sampling, epsilon, num_minibatches)."""
-
-    beta: float = Field(0.05, ge=0)
-    """KL penalty per token in the reward (``−beta·(log π_old − log π_ref)``); 0 loads no reference."""
-    reward_model: str | None = None
-    """A folder written by the ``reward`` stage (AutoModelForSequenceClassification, one output): its logit
-    on prompt + completion (rendered with the chat template) is a reward labelled ``reward_model``."""
-    reward_model_weight: float = 1.0
-    critic_init: str | None = None
-    """Initialise the critic from a reward-model folder (its body and score head); default: the policy's
-    body with a zero value head."""
-    critic_lr: float | None = Field(None, gt=0)
-    """The critic's learning rate (same schedule shape as the actor's); default ``train.lr``."""
-    critic_max_grad_norm: float | None = Field(None, ge=0)
-    """Gradient clipping of the critic; default ``train.max_grad_norm`` (0: none)."""
-    ppo_epochs: int = Field(4, ge=1)
-    """Passes over each rollout."""
-    gamma: float = Field(1.0, ge=0, le=1)
-    """Discount per token."""
-    lam: float = Field(0.95, ge=0, le=1)
-    """GAE λ."""
-    vf_coef: float = Field(0.1, gt=0)
-    """Weight of the value loss (in ``train/loss``; it scales the critic's gradients)."""
-    cliprange_value: float | None = Field(0.2, gt=0)
-    """Keep new values within this distance of the rollout's values in the loss; None: no clipping."""
-    whiten_advantages: bool = True
-    """Standardise advantages over the rollout's tokens."""
-    target_kl: float | None = Field(None, gt=0)
-    """Stop this rollout's remaining passes once a minibatch's approximate KL (k3, per token) exceeds it."""
-
-    @model_validator(mode="after")
-    def _reward_source(self) -> PPOParams:
-        if not self.rewards and self.reward_model is None:
-            raise ValueError(
-                "ppo needs a reward: give algo.rewards (reward functions) and/or algo.reward_model "
-                "(a folder written by the reward stage)"
-            )
-        return self
 
 
 class ValueModel(nn.Module):
@@ -306,10 +264,8 @@ class MiniGPTPPOTrainer(MiniGPTTrainerMixin, PPOAlgorithm):
     """PPO with the shared token counting, NaN guard and atomic checkpoints."""
 
 
-@STAGES.register("ppo")
 class PPOStage(OnPolicyStage):
     name = "ppo"
-    Params = PPOParams
     trainer_class = MiniGPTPPOTrainer
 
     def trainer_kwargs(self, train_ds) -> dict[str, Any]:

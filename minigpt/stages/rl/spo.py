@@ -28,90 +28,22 @@ saved in every checkpoint, so a resumed run draws the same prompts as an uninter
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field, model_validator
 from torch import Tensor
 
-from minigpt.registry import STAGES
-from minigpt.stages.rl.onpolicy.onpolicy_loop import OnPolicyParams, OnPolicyTrainer
+from minigpt.stages.rl.onpolicy.onpolicy_loop import OnPolicyTrainer
 from minigpt.stages.rl.onpolicy.onpolicy_ops import clipped_policy_losses, kl_k3, pad_right
 from minigpt.stages.rl.onpolicy.onpolicy_stage import OnPolicyStage
 from minigpt.stages.rl.onpolicy.rollout import INDEX_COLUMN, Rollout, sequence_logps
 from minigpt.stages.rl.spo_tracker import (
-    TrackerConfig,
     ValueTracker,
     normalise_advantages,
     policy_drift,
     to_unit_interval,
 )
 from minigpt.stages.trainer_hooks import MiniGPTTrainerMixin
-
-
-class SPOParams(OnPolicyParams):
-    """``algo:`` fields of ``spo`` (besides the shared ones: rewards, sampling, beta, epsilon, num_minibatches)."""
-
-    num_iterations: int = Field(1, ge=1)
-    """Passes over each rollout (1: a plain policy-gradient step; more reuse it with the clipped ratio)."""
-    epsilon_high: float | None = Field(0.28, gt=0)
-    """Upper clip of the policy ratio: the paper's runs use Clip-Higher, 0.2 below and 0.28 above."""
-    rho_min: float = Field(0.875, gt=0, le=1)
-    rho_max: float = Field(0.96, gt=0, le=1)
-    d_half: float = Field(0.06, gt=0)
-    """Drift D since a prompt's last visit (per token, as ``drift_estimator`` measures it) that halves the
-    weight of its past observations."""
-    drift_estimator: Literal["abs_log_ratio", "k3"] = "abs_log_ratio"
-    """How D is measured on the prompt's last completion: the mean ``|Δ log π|`` per token (the authors'
-    recipe, what ``d_half`` 0.06 was set against) or the k3 estimate of KL(π_last ‖ π_now) (much smaller for
-    the same drift: lower ``d_half`` with it)."""
-    rho: float | None = Field(None, gt=0, le=1)
-    """A fixed forgetting factor instead of the KL-adaptive one (saves the extra forward pass)."""
-    init_samples: int = Field(8, ge=0)
-    """Completions sampled (once) to initialise a prompt at first sight, the paper's n0; 0: start from
-    ``prior`` instead (cheaper, but a prior far from the true success rate biases the first advantages)."""
-    init_strength: float | None = Field(None, gt=0)
-    """Pseudo-count N0 of that initialisation; default ``1 / (1 − rho_min)`` as in the paper."""
-    prior: tuple[float, float] = (1.0, 1.0)
-    """Beta(α0, β0) of a prompt not yet initialised from samples."""
-    prioritized_sampling: bool = True
-    """Draw prompts ∝ ``sqrt(v̂(1 − v̂)) / N_eff^sampling_gamma + sampling_epsilon``; false: the usual
-    shuffled epochs."""
-    sampling_epsilon: float = Field(0.05, ge=0)
-    sampling_gamma: float = Field(0.0, ge=0, le=1)
-    """Down-weights prompts whose tracker already rests on many observations (N_eff = α + β)."""
-    reward_range: tuple[float, float] = (0.0, 1.0)
-    """The weighted reward's [worst, best]: mapped to [0, 1] (and clipped) for the tracker and advantage."""
-    center_advantages: bool = True
-    """Subtract the batch mean before dividing by the batch standard deviation, as the paper does; false
-    only divides."""
-
-    @model_validator(mode="after")
-    def _consistent(self) -> SPOParams:
-        if not self.rewards:
-            raise ValueError("spo needs algo.rewards (at least one reward function)")
-        if self.rho_min > self.rho_max:
-            raise ValueError(f"rho_min {self.rho_min} must not exceed rho_max {self.rho_max}")
-        if self.reward_range[0] >= self.reward_range[1]:
-            raise ValueError(
-                f"reward_range {list(self.reward_range)}: the first value must be below the second"
-            )
-        if min(self.prior) <= 0:
-            raise ValueError(f"prior {list(self.prior)}: both pseudo-counts must be positive")
-        return self
-
-    def tracker_config(self) -> TrackerConfig:
-        return TrackerConfig(
-            rho_min=self.rho_min,
-            rho_max=self.rho_max,
-            d_half=self.d_half,
-            rho=self.rho,
-            prior_alpha=self.prior[0],
-            prior_beta=self.prior[1],
-            init_strength=self.init_strength,
-            sampling_epsilon=self.sampling_epsilon,
-            sampling_gamma=self.sampling_gamma,
-        )
 
 
 @dataclass
@@ -295,10 +227,8 @@ class MiniGPTSPOTrainer(MiniGPTTrainerMixin, SPOAlgorithm):
     """SPO with the shared token counting, NaN guard and atomic checkpoints."""
 
 
-@STAGES.register("spo")
 class SPOStage(OnPolicyStage):
     name = "spo"
-    Params = SPOParams
     trainer_class = MiniGPTSPOTrainer
 
     def trainer_kwargs(self, train_ds) -> dict[str, Any]:

@@ -16,80 +16,19 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from datasets import Dataset
-from pydantic import Field, field_validator, model_validator
 from transformers import TrainerCallback
 
 from minigpt.data.training.prompt_rows import prompt_dataset
 from minigpt.errors import ConfigError
 from minigpt.lora import check_adapter_reference, is_peft
-from minigpt.rewards import NamedReward, RewardSpec, build_rewards
+from minigpt.rewards import NamedReward, build_rewards
+from minigpt.stages.rl.rl_params import RLParams, SamplingParams
 from minigpt.stages.stage import RunState, Stage, StageContext
-from minigpt.typed_config import Strict
 
 # ---------------------------------------------------------------- config
-
-
-class SamplingParams(Strict):
-    """``algo:`` fields every RL stage shares (grpo and rloo on TRL, ppo and spo on the on-policy loop)."""
-
-    rewards: list[RewardSpec] = []
-    """Reward functions: ``[{name, weight, args, label}]``; a bare name means weight 1, no args."""
-    max_prompt_length: int | None = Field(None, gt=0)
-    """Prompts longer than this many tokens (chat template included) are dropped, or refused when
-    ``data.overlong: error``. None: no limit."""
-    max_completion_length: int = Field(256, gt=0)
-    temperature: float = Field(1.0, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    top_k: int = Field(0, ge=0)
-    """0: no top-k filtering."""
-    beta: float = Field(0.0, ge=0)
-    """KL coefficient against the initial policy; 0 loads no reference model (and logs no ``train/kl``)."""
-    epsilon: float = Field(0.2, gt=0)
-    """Clip range of the policy ratio (lower side; also the upper one unless ``epsilon_high``)."""
-    epsilon_high: float | None = Field(None, gt=0)
-    cache_implementation: Literal["dynamic", "static"] = "dynamic"
-    """KV cache of rollout generation. ``dynamic``: transformers' default, grown token by token. ``static``:
-    preallocated for ``batch × (prompt + max_completion_length)``; on a GPU transformers then compiles the
-    decoding step (torch.compile with CUDA graphs; the first generation pays the compile); on a CPU it runs
-    uncompiled, no faster than dynamic (measured: equal to 8% slower). With ``max_prompt_length`` set the
-    cache is sized ``max_prompt_length + max_completion_length`` from the first step, so prompts of any width
-    reuse one compiled step; without it the cache grows to the longest prompt seen, each growth costing a
-    recompile. Every distinct generation batch size (evaluation, a last partial batch) compiles once."""
-    compile_generation: bool = True
-    """With ``cache_implementation: static``, let transformers compile the decoding step on a GPU (TRL turns
-    that off by default; this turns it back on); false keeps the static cache uncompiled."""
-
-    @field_validator("rewards", mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return [{"name": item} if isinstance(item, str) else item for item in value]
-        return value
-
-    @model_validator(mode="after")
-    def _compile_needs_static(self) -> SamplingParams:
-        # transformers compiles only static caches: the flag would silently do nothing.
-        if not self.compile_generation and self.cache_implementation != "static":
-            raise ValueError("compile_generation: false only applies to cache_implementation: static")
-        return self
-
-
-class RLParams(SamplingParams):
-    """``algo:`` fields of the group-sampling stages on TRL (grpo, rloo)."""
-
-    rewards: list[RewardSpec] = Field(min_length=1)
-    """Reward functions: ``[{name, weight, args, label}]``; a bare name means weight 1, no args."""
-    num_generations: int = Field(8, ge=2)
-    """Completions sampled per prompt (the group)."""
-    num_generations_eval: int | None = Field(None, ge=1)
-    """Completions per held-out prompt at evaluation; default ``num_generations``."""
-    num_iterations: int = Field(1, ge=1)
-    """Optimisation passes over each generated batch (μ)."""
-    mask_truncated_completions: bool = False
-    """Leave completions cut at ``max_completion_length`` out of the loss."""
 
 
 def check_reward_columns(funcs: list[NamedReward], columns: list[str]) -> None:
@@ -319,7 +258,6 @@ class RLStage(Stage):
     TRL config fields in :meth:`algo_kwargs`."""
 
     schema = "prompt_only"
-    Params = RLParams
     metric_renames = RL_METRIC_RENAMES
     trainer_class: ClassVar[type]
     config_class: ClassVar[type]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from fractions import Fraction
 from functools import cache
 from pathlib import Path
@@ -22,6 +23,7 @@ from minigpt.tasks.tictactoe.arena import (
 )
 from minigpt.tasks.tictactoe.engine import (
     EMPTY_BOARD,
+    NUM_POSITIONS,
     O,
     X,
     all_positions,
@@ -30,6 +32,7 @@ from minigpt.tasks.tictactoe.engine import (
     side_to_move,
     winner,
 )
+from minigpt.tasks.tictactoe.eval_settings import eval_args, position_subset
 from minigpt.tasks.tictactoe.format import ParseFailure
 from minigpt.tasks.tictactoe.solver import optimal_moves, outcome_preserving_moves
 
@@ -74,10 +77,13 @@ def _exact(perfect_seat: str, board: str) -> tuple[tuple[str, Fraction], ...]:
     return tuple(sorted(total.items()))
 
 
-def optimal_move_rate(player: Agent, batch_size: int = 512) -> dict[str, Any]:
-    """The player's answer on every one of the 4,520 positions, in batches: the share of optimal moves
-    (solver's fastest-win set), of outcome-keeping moves, and of illegal / unparseable answers."""
-    boards = all_positions()
+def optimal_move_rate(
+    player: Agent, batch_size: int = 512, boards: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The player's answer on every one of ``boards`` (default: all 4,520 positions), in batches: the share
+    of optimal moves (solver's fastest-win set), of outcome-keeping moves, and of illegal / unparseable
+    answers. ``n`` is the number of positions asked, ``of`` the number there are."""
+    boards = all_positions() if boards is None else list(boards)
     counts = {"optimal": 0, "outcome_preserving": 0, "illegal": 0, "parse_error": 0}
     for start in range(0, len(boards), batch_size):
         chunk = boards[start : start + batch_size]
@@ -90,7 +96,7 @@ def optimal_move_rate(player: Agent, batch_size: int = 512) -> dict[str, Any]:
                 counts["optimal"] += answer in optimal_moves(board)
                 counts["outcome_preserving"] += answer in outcome_preserving_moves(board)
     n = len(boards)
-    return {"n": n, **{key: _rate(k, n) for key, k in counts.items()}}
+    return {"n": n, "of": NUM_POSITIONS, **{key: _rate(k, n) for key, k in counts.items()}}
 
 
 def evaluate_player(
@@ -101,6 +107,8 @@ def evaluate_player(
     optimal_rate: bool = True,
     exhaustive: bool = True,
     batch_size: int = 512,
+    positions: int | float | None = None,
+    positions_seed: int = 0,
 ) -> dict[str, Any]:
     """Evaluate ``player`` (any :class:`Agent`); returns a JSON-serialisable dict with keys:
 
@@ -109,15 +117,24 @@ def evaluate_player(
     ``optimal_moves``: see :func:`optimal_move_rate`; ``exhaustive``: ``{X: {...}, O: {...}}`` with games,
     wins, draws, losses, illegal, parse_errors, positions, losing_boards; ``unbeatable``: no loss, illegal
     move or parse error in the exhaustive check as X and as O; ``settings``: the arguments.
+
+    ``positions`` (a count, a fraction, None for all) limits the optimal-move rate to a subset fixed by
+    ``positions_seed`` (:func:`position_subset`); ``optimal_rate`` / ``exhaustive`` switch those parts off.
     """
     opponents = {
         "random": lambda s: RandomAgent(seed=s),
         "minimax": lambda s: MinimaxAgent(seed=s),
         "mixed": lambda s: MixedAgent(epsilon=epsilon, seed=s),
     }
-    # The sweep over every position goes first: in large batches it fills a greedy player's answer cache,
-    # so the games and the exhaustive check below cost almost nothing more.
-    sweep = optimal_move_rate(player, batch_size=batch_size) if optimal_rate else None
+    # Model questions go from the widest to the narrowest set, so that with a greedy player (answers cached
+    # per board) each later part mostly reads answers already made in large batches: the sweep, then the
+    # exhaustive check (every board the player can meet in a seat against any opponent), then the games,
+    # whose boards all lie in that tree. Greedy answers are a function of the board (tested against one
+    # generate per board), so the order changes no result, only how many boards are generated.
+    sweep = None
+    if optimal_rate:
+        sweep = optimal_move_rate(player, batch_size, position_subset(positions, positions_seed))
+    checks = {seat: exhaustive_check(player, seat) for seat in (X, O)} if exhaustive else {}
     games: dict[str, Any] = {}
     examples: list[dict[str, Any]] = []
     for o_index, (name, make) in enumerate(opponents.items()):
@@ -139,7 +156,6 @@ def evaluate_player(
     if sweep is not None:
         result["optimal_moves"] = sweep
     if exhaustive:
-        checks = {seat: exhaustive_check(player, seat) for seat in (X, O)}
         result["exhaustive"] = {
             seat: {
                 "games": c.games,
@@ -154,13 +170,30 @@ def evaluate_player(
             for seat, c in checks.items()
         }
         result["unbeatable"] = all(c.unbeaten for c in checks.values())
-    result["settings"] = {"games_per_opponent": games_per_opponent, "seed": seed, "epsilon": epsilon}
+    result["settings"] = {
+        "games_per_opponent": games_per_opponent,
+        "seed": seed,
+        "epsilon": epsilon,
+        "optimal_rate": optimal_rate,
+        "positions": positions,
+        "positions_seed": positions_seed,
+        "exhaustive": exhaustive,
+    }
     return result
 
 
 def _pct(entry: dict[str, Any]) -> str:
     lo, hi = entry["ci95"]
     return f"{100 * entry['rate']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def _scope(opt: dict[str, Any]) -> str:
+    total = opt.get("of", NUM_POSITIONS)
+    return (
+        f"all {opt['n']} positions"
+        if opt["n"] == total
+        else f"a fixed subset of {opt['n']} of {total} positions"
+    )
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -178,7 +211,7 @@ def format_report(result: dict[str, Any]) -> str:
         opt = result["optimal_moves"]
         lines += [
             "",
-            f"Optimal-move rate over all {opt['n']} positions: {_pct(opt['optimal'])}; outcome-keeping: "
+            f"Optimal-move rate over {_scope(opt)}: {_pct(opt['optimal'])}; outcome-keeping: "
             f"{_pct(opt['outcome_preserving'])}; illegal: {_pct(opt['illegal'])}; parse errors: "
             f"{_pct(opt['parse_error'])}.",
         ]
@@ -202,14 +235,16 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Load a checkpoint with :func:`load_player`, evaluate it and optionally write the result as JSON.
 
-    ``kwargs`` go to :func:`evaluate_player`; ``max_new_tokens`` and ``trust_remote_code`` go to the
-    player instead and ``batch_size`` to both. The result gains a ``model_dir`` key."""
+    ``kwargs`` are the fields of :class:`~minigpt.tasks.tictactoe.eval_settings.TicTacToeEvalArgs`
+    (checked before the model is loaded: a ConfigError names a wrong field); ``max_new_tokens`` and
+    ``trust_remote_code`` go to the player, ``batch_size`` to both, the rest to :func:`evaluate_player`.
+    The result gains a ``model_dir`` key."""
     from minigpt.tasks.tictactoe.player import load_player
 
-    player_keys = ("max_new_tokens", "trust_remote_code")
-    player_kw = {k: kwargs.pop(k) for k in player_keys if k in kwargs}
-    player = load_player(model_dir, batch_size=kwargs.get("batch_size", 512), **player_kw)
-    result = evaluate_player(player, **kwargs)
+    args = eval_args(kwargs).model_dump()
+    player_kw = {k: args.pop(k) for k in ("max_new_tokens", "trust_remote_code")}
+    player = load_player(model_dir, batch_size=args["batch_size"], **player_kw)
+    result = evaluate_player(player, **args)
     result["model_dir"] = str(model_dir)
     if out_json is not None:
         Path(out_json).parent.mkdir(parents=True, exist_ok=True)

@@ -13,21 +13,12 @@ from typing import Any
 
 from minigpt.errors import DataError
 from minigpt.registry import REWARDS
+from minigpt.rewards.general import completion_text
 from minigpt.tasks.tictactoe.engine import CENTRE, CORNERS, other, winning_cells
 from minigpt.tasks.tictactoe.format import ParseResult, parse_move
 from minigpt.tasks.tictactoe.solver import move_values, outcome
 
 INVALID = -1.0
-
-
-def completion_text(completion: Any) -> str:
-    """The text of one completion: a string as is, or the content of the last message of a message list."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, Sequence) and completion and isinstance(completion[-1], dict):
-        content = completion[-1].get("content", "")
-        return content if isinstance(content, str) else ""
-    return ""
 
 
 def _parsed(completions: Sequence[Any], board: Sequence[str], player: Sequence[str]) -> list[ParseResult]:

@@ -17,7 +17,7 @@ from minigpt.data.training.lm_tokens import IGNORE, PadCollator, conversation_id
 from minigpt.errors import TrainingError
 from minigpt.metrics import read_metrics
 from minigpt.runner import run_stage
-from minigpt.stages.stage_config import StageConfig, validate_algo
+from minigpt.stages.stage_config import StageConfig
 
 
 def _cfg(tmp_path, tok_dir, stage, train, name, **train_kw):
@@ -45,7 +45,7 @@ def _cfg(tmp_path, tok_dir, stage, train, name, **train_kw):
 
 
 def _run(cfg, **kw):
-    return run_stage(cfg, validate_algo(cfg), console=False, **kw)
+    return run_stage(cfg, console=False, **kw)
 
 
 def _series(records, key):
@@ -225,7 +225,7 @@ def test_best_fit_packing_fills_blocks_and_keeps_every_example():
 def test_collator_counts_real_tokens_for_packed_sft():
     from minigpt.data.training.lm_tokens import NUM_TOKENS_KEY
     from minigpt.stages.lm.sft import SFTStage
-    from minigpt.stages.stage import NoParams  # noqa: F401  (stage module import sanity)
+    from minigpt.stages.stage_params import NoParams  # noqa: F401  (stage module import sanity)
 
     rows = [
         {"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7], "position_ids": [0, 1, 2]},

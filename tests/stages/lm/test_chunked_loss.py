@@ -18,7 +18,7 @@ from minigpt.stages.lm.chunked_loss import (
     linear_cross_entropy,
     shifted_targets,
 )
-from minigpt.stages.stage_config import StageConfig, validate_algo
+from minigpt.stages.stage_config import StageConfig
 
 
 def _labels(batch: int, seq: int, vocab: int, generator: torch.Generator) -> torch.Tensor:
@@ -161,7 +161,7 @@ def _sft(tmp_path, tok, data, name, loss, grad_accum=1):
             },
         }
     )
-    run_stage(cfg, validate_algo(cfg), console=False)
+    run_stage(cfg, console=False)
     return read_metrics(tmp_path / name / "metrics.jsonl")
 
 

@@ -26,13 +26,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments,
 from minigpt.data.training.lm_tokens import IGNORE, PadCollator, conversation_ids
 from minigpt.errors import ConfigError
 from minigpt.metrics import RunLog, read_metrics
-from minigpt.models.loading import ModelConfig, build_model
+from minigpt.models.loading import build_model
+from minigpt.models.model_config import ModelConfig
 from minigpt.models.tokenizer import iter_texts, save_tokenizer, train_tokenizer
 from minigpt.runner import run_stage
 from minigpt.stages.lm.causal_lm import LMTrainer
 from minigpt.stages.lm.distill import DistillTrainer, TagWeightedTrainer, kd_per_token, tag_mask
 from minigpt.stages.stage import RunState
-from minigpt.stages.stage_config import StageConfig, validate_algo
+from minigpt.stages.stage_config import StageConfig
 
 
 def _cfg(tmp_path, tok_dir, stage, train, name, algo=None, val=None, init="tiny", seed=42, **train_kw):
@@ -57,7 +58,7 @@ def _cfg(tmp_path, tok_dir, stage, train, name, algo=None, val=None, init="tiny"
 
 
 def _run(cfg, **kw):
-    return run_stage(cfg, validate_algo(cfg), console=False, **kw)
+    return run_stage(cfg, console=False, **kw)
 
 
 def _series(records, key):

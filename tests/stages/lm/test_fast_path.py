@@ -9,7 +9,7 @@ from support import SMALL, assert_same_weights
 from minigpt.data.training.lm_tokens import NUM_TOKENS_KEY, PadCollator
 from minigpt.metrics import read_metrics
 from minigpt.runner import run_stage, training_arguments
-from minigpt.stages.stage_config import StageConfig, validate_algo
+from minigpt.stages.stage_config import StageConfig
 
 
 def _cfg(tmp_path, tok, data, name, data_kw=None, stage="sft", **train_kw):
@@ -26,7 +26,7 @@ def _cfg(tmp_path, tok, data, name, data_kw=None, stage="sft", **train_kw):
 
 
 def _losses(cfg) -> list[float]:
-    run_stage(cfg, validate_algo(cfg), console=False)
+    run_stage(cfg, console=False)
     records = read_metrics(f"{cfg.output_dir}/metrics.jsonl")
     return [r["train/loss"] for r in records if "train/loss" in r]
 

@@ -22,7 +22,8 @@ from minigpt.models.loading import build_model
 from minigpt.runner import run_stage
 from minigpt.stages.preference.dpo import DPOStage
 from minigpt.stages.preference.preference_stage import preference_rows
-from minigpt.stages.stage_config import StageConfig, validate_algo
+from minigpt.stages.stage_config import StageConfig
+from minigpt.typed_config import validate
 
 
 @pytest.fixture()
@@ -43,7 +44,8 @@ def _cfg(tmp_path, tok_dir, pairs, name, algo=None, **train_kw):
         "warmup_steps": 2,
     }
     train.update(train_kw)
-    return StageConfig.model_validate(
+    return validate(
+        StageConfig,
         {
             "stage": "dpo",
             "output_dir": str(tmp_path / name),
@@ -51,12 +53,12 @@ def _cfg(tmp_path, tok_dir, pairs, name, algo=None, **train_kw):
             "data": {"train": [str(pairs["train"])], "validation": [str(pairs["val"])], "max_length": 64},
             "train": train,
             "algo": algo or {},
-        }
+        },
     )
 
 
 def _run(cfg, **kw):
-    return run_stage(cfg, validate_algo(cfg), console=False, **kw)
+    return run_stage(cfg, console=False, **kw)
 
 
 def _series(records, key):
@@ -75,6 +77,7 @@ DPO_METRICS = {
 }
 
 
+@pytest.mark.slow
 def test_dpo_raises_heldout_preference_accuracy(tmp_path, tiny_tokenizer_dir, pairs):
     summary = _run(_cfg(tmp_path, tiny_tokenizer_dir, pairs, "dpo"))
     out = tmp_path / "dpo"
@@ -125,6 +128,7 @@ def _margins(model, tok, rows) -> torch.Tensor:
     return chosen - rejected
 
 
+@pytest.mark.slow
 def test_dpo_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer_dir, pairs):
     common = {"max_steps": 8, "save_interval": 4, "eval_interval": 0, "log_interval": 2}
     # Restarts from checkpoint-4; the reference is rebuilt from the same initial model.
@@ -151,7 +155,7 @@ def test_precomputed_reference_matches_live_reference(tmp_path, tiny_tokenizer_d
 
 def test_params_are_checked_at_load_time(tmp_path, tiny_tokenizer_dir, pairs):
     ok = _cfg(tmp_path, tiny_tokenizer_dir, pairs, "x", {"loss_type": "ipo", "beta": 0.5})
-    assert validate_algo(ok).loss_type == ["ipo"]
+    assert ok.algo.loss_type == ["ipo"]
     bad = [
         ({"loss_type": "sigmod"}, "sigmoid"),
         ({"beta": 0}, "beta"),
@@ -162,7 +166,7 @@ def test_params_are_checked_at_load_time(tmp_path, tiny_tokenizer_dir, pairs):
     ]
     for algo, message in bad:
         with pytest.raises(ConfigError, match=message):
-            validate_algo(_cfg(tmp_path, tiny_tokenizer_dir, pairs, "x", algo))
+            _cfg(tmp_path, tiny_tokenizer_dir, pairs, "x", algo)
 
 
 def test_bad_rows_name_file_and_line():

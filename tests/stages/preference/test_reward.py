@@ -19,7 +19,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceC
 from minigpt.metrics import read_metrics
 from minigpt.runner import run_stage
 from minigpt.stages.preference.reward import score, sequence_classifier
-from minigpt.stages.stage_config import StageConfig, validate_algo
+from minigpt.stages.stage_config import StageConfig
 
 
 @pytest.fixture()
@@ -51,7 +51,7 @@ def test_reward_model_ranks_heldout_pairs(tmp_path, tiny_tokenizer_dir, pairs):
             },
         }
     )
-    summary = run_stage(cfg, validate_algo(cfg), console=False)
+    summary = run_stage(cfg, console=False)
     out = tmp_path / "rm"
     records = read_metrics(out / "metrics.jsonl")
     accuracy = _series(records, "eval/accuracy")
@@ -130,7 +130,7 @@ def _cfg(tmp_path, tok_dir, pairs, name, **train_kw):
 def test_reward_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer_dir, pairs):
     common = {"max_steps": 8, "save_interval": 4, "eval_interval": 0, "log_interval": 1}
     full, part, summary = run_interrupted_then_resumed(
-        lambda cfg, **kw: run_stage(cfg, validate_algo(cfg), console=False, **kw),
+        lambda cfg, **kw: run_stage(cfg, console=False, **kw),
         lambda name: _cfg(tmp_path, tiny_tokenizer_dir, pairs, name, **common),
         6,
     )

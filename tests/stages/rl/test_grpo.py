@@ -25,7 +25,8 @@ from minigpt.metrics import read_metrics
 from minigpt.rewards import RewardSpec, build_rewards
 from minigpt.runner import run_stage
 from minigpt.stages.rl.trl_rl import RLTrainerMixin, reward_metric_renames
-from minigpt.stages.stage_config import StageConfig, validate_algo
+from minigpt.stages.stage_config import StageConfig
+from minigpt.typed_config import validate
 
 DIGITS = "0123456789"
 SEEN: list[tuple[str, str, str, list[int]]] = []  # (tag, prompt text, completion text, ids) per call
@@ -77,13 +78,12 @@ def rl_cfg(tmp_path: Path, tok_dir: Path, stage: str, name: str, algo: dict | No
         "warmup_steps": 0,
     }
     train.update(train_kw)
-    base_algo = {
-        "rewards": [{"name": f"{__name__}:digit_reward"}],
-        "num_generations": 4,
-        "max_completion_length": 8,
-    }
+    base_algo = {"rewards": [{"name": f"{__name__}:digit_reward"}], "max_completion_length": 8}
+    if stage in ("grpo", "rloo"):  # ppo and spo sample one completion per prompt
+        base_algo["num_generations"] = 4
     base_algo.update(algo or {})
-    return StageConfig.model_validate(
+    return validate(
+        StageConfig,
         {
             "stage": stage,
             "output_dir": str(tmp_path / name),
@@ -91,12 +91,12 @@ def rl_cfg(tmp_path: Path, tok_dir: Path, stage: str, name: str, algo: dict | No
             "data": {"train": [str(data)], "val_fraction": 0.1, "max_length": 64},
             "train": train,
             "algo": base_algo,
-        }
+        },
     )
 
 
 def run(cfg, **kw):
-    return run_stage(cfg, validate_algo(cfg), console=False, **kw)
+    return run_stage(cfg, console=False, **kw)
 
 
 def spy_generate(monkeypatch, force_compile: bool = False) -> list[dict]:
@@ -177,32 +177,21 @@ def test_grpo_reward_rises_and_metrics_are_complete(tmp_path, tiny_tokenizer_dir
 
 
 def test_unknown_reward_and_bad_args_are_config_errors(tmp_path, tiny_tokenizer_dir):
-    cfg = rl_cfg(tmp_path, tiny_tokenizer_dir, "grpo", "bad", algo={"rewards": ["gsm8k_anwser"]})
-    with pytest.raises(ConfigError, match=r"gsm8k_anwser.*Did you mean 'gsm8k_answer'"):
-        validate_algo(cfg)
-    cfg = rl_cfg(
-        tmp_path,
-        tiny_tokenizer_dir,
-        "grpo",
-        "bad",
-        algo={"rewards": [{"name": "length", "args": {"targte": 5}}]},
-    )
-    with pytest.raises(ConfigError, match=r"no argument 'targte'.*Did you mean 'target'"):
-        validate_algo(cfg)
-    cfg = rl_cfg(
-        tmp_path,
-        tiny_tokenizer_dir,
-        "grpo",
-        "bad",
-        algo={"rewards": [{"name": "format", "args": {"pattern": "(unclosed"}}]},
-    )
-    with pytest.raises(ConfigError, match="invalid regex"):
-        validate_algo(cfg)
-    cfg = rl_cfg(tmp_path, tiny_tokenizer_dir, "grpo", "bad", algo={"loss_type": "ppo"})
-    with pytest.raises(ConfigError, match="loss_type"):
-        validate_algo(cfg)
+    bad = [
+        ({"rewards": ["gsm8k_anwser"]}, r"gsm8k_anwser.*Did you mean 'gsm8k_answer'"),
+        (
+            {"rewards": [{"name": "length", "args": {"targte": 5}}]},
+            r"no argument 'targte'.*Did you mean 'target'",
+        ),
+        ({"rewards": [{"name": "format", "args": {"pattern": "(unclosed"}}]}, "invalid regex"),
+        ({"loss_type": "ppo"}, "loss_type"),
+    ]
+    for algo, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            rl_cfg(tmp_path, tiny_tokenizer_dir, "grpo", "bad", algo=algo)
 
 
+@pytest.mark.slow
 def test_grpo_static_cache_reaches_trl_generation(tmp_path, tiny_tokenizer_dir, monkeypatch):
     """algo.cache_implementation: static reaches the generate calls of TRL's GRPOTrainer with the cache sized
     max_prompt_length + max_completion_length and compiling allowed (TRL disables it), or not with
@@ -270,7 +259,7 @@ def test_loss_types_match_trl():
 
     from trl import GRPOConfig
 
-    from minigpt.stages.rl.grpo import LossType
+    from minigpt.stages.rl.rl_params import GRPOLossType as LossType
 
     help_text = GRPOConfig.__dataclass_fields__["loss_type"].metadata["help"]
     for name in get_args(LossType):

@@ -31,7 +31,7 @@ from transformers import (
 
 from minigpt.errors import ConfigError
 from minigpt.metrics import read_metrics
-from minigpt.stages.rl.onpolicy.onpolicy_loop import ONPOLICY_STATE, OnPolicyParams
+from minigpt.stages.rl.onpolicy.onpolicy_loop import ONPOLICY_STATE
 from minigpt.stages.rl.onpolicy.onpolicy_ops import (
     clipped_policy_losses,
     clipped_value_losses,
@@ -41,7 +41,7 @@ from minigpt.stages.rl.onpolicy.onpolicy_ops import (
 )
 from minigpt.stages.rl.onpolicy.rollout import build_generation_config, encode_prompts, sample_completions
 from minigpt.stages.rl.ppo import build_critic
-from minigpt.stages.stage_config import validate_algo
+from minigpt.stages.rl.rl_params import OnPolicyParams
 
 CUDA = pytest.param(
     "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled decoding needs a GPU")
@@ -49,10 +49,8 @@ CUDA = pytest.param(
 
 
 def onpolicy_cfg(tmp_path: Path, tok_dir: Path, stage: str, name: str, algo: dict | None = None, **train_kw):
-    """test_grpo's config without ``num_generations`` (ppo and spo sample one completion per prompt)."""
-    cfg = rl_cfg(tmp_path, tok_dir, stage, name, algo=algo, **train_kw)
-    cfg.algo.pop("num_generations", None)
-    return cfg
+    """test_grpo's config (without ``num_generations``: ppo and spo sample one completion per prompt)."""
+    return rl_cfg(tmp_path, tok_dir, stage, name, algo=algo, **train_kw)
 
 
 PPO_METRICS = {
@@ -81,6 +79,7 @@ PPO_METRICS = {
 }
 
 
+@pytest.mark.slow
 def test_ppo_reward_rises_metrics_and_export(tmp_path, tiny_tokenizer_dir):
     cfg = onpolicy_cfg(tmp_path, tiny_tokenizer_dir, "ppo", "ppo", algo={"beta": 0.01, "critic_lr": 5e-3})
     summary = run(cfg)
@@ -143,10 +142,9 @@ def test_ppo_with_a_reward_model(tmp_path, tiny_tokenizer_dir, reward_model_dir)
         tiny_tokenizer_dir,
         "ppo",
         "rm_only",
-        algo={"reward_model": str(reward_model_dir)},
+        algo={"reward_model": str(reward_model_dir), "rewards": []},
         max_steps=2,
     )
-    cfg.algo["rewards"] = []
     run(cfg)
     steps = [r for r in read_metrics(tmp_path / "rm_only" / "metrics.jsonl") if "train/reward" in r]
     assert all(math.isclose(r["train/reward"], r["train/reward/reward_model"], rel_tol=1e-6) for r in steps)
@@ -177,6 +175,7 @@ class _Steps(TrainerCallback):
         self.steps.append(state.global_step)
 
 
+@pytest.mark.slow
 def test_ppo_resume_equals_an_uninterrupted_run(tmp_path, tiny_tokenizer_dir):
     algo = {"beta": 0.01, "num_minibatches": 2, "ppo_epochs": 2, "target_kl": 0.05}
     train = {"max_steps": 6, "save_interval": 2, "eval_interval": 0, "log_interval": 1}
@@ -217,14 +216,11 @@ def test_ppo_resume_equals_an_uninterrupted_run(tmp_path, tiny_tokenizer_dir):
 
 
 def test_ppo_config_errors(tmp_path, tiny_tokenizer_dir):
-    cfg = onpolicy_cfg(tmp_path, tiny_tokenizer_dir, "ppo", "bad")
-    cfg.algo["rewards"] = []
     with pytest.raises(ConfigError, match=r"algo\.rewards.*algo\.reward_model"):
-        validate_algo(cfg)
-    cfg = onpolicy_cfg(tmp_path, tiny_tokenizer_dir, "ppo", "bad")
-    cfg.algo["num_generations"] = 4  # a grpo/rloo field: ppo samples one completion per prompt
+        onpolicy_cfg(tmp_path, tiny_tokenizer_dir, "ppo", "bad", algo={"rewards": []})
+    # a grpo/rloo field: ppo samples one completion per prompt
     with pytest.raises(ConfigError, match="unknown key 'algo.num_generations'"):
-        validate_algo(cfg)
+        onpolicy_cfg(tmp_path, tiny_tokenizer_dir, "ppo", "bad", algo={"num_generations": 4})
     cfg = onpolicy_cfg(
         tmp_path, tiny_tokenizer_dir, "ppo", "bad", algo={"reward_model": str(tmp_path / "nope")}
     )

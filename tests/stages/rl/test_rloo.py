@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 from support import (
     assert_logged_keys,
     assert_same_logged,
@@ -49,6 +50,7 @@ def test_rloo_reward_rises_with_kl(tmp_path, tiny_tokenizer_dir):
     assert not (out / ".reference").exists()  # the temporary reference copy is removed once loaded
 
 
+@pytest.mark.slow
 def test_rloo_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer_dir):
     common = {"max_steps": 6, "save_interval": 3, "eval_interval": 0, "log_interval": 1}
     algo = {"beta": 0.01, "normalize_advantages": True}  # beta > 0: the reference is rebuilt on resume too
@@ -70,7 +72,7 @@ def test_rloo_config_takes_the_static_cache(tmp_path):
     cache length in generation_kwargs; the dynamic default leaves TRL's own defaults (None) untouched."""
     from trl import RLOOConfig
 
-    from minigpt.stages.rl.rloo import RLOOParams
+    from minigpt.stages.rl.rl_params import RLOOParams
     from minigpt.stages.rl.trl_rl import trl_kwargs
 
     def config(**algo):

@@ -21,7 +21,6 @@ from minigpt.errors import ConfigError, TrainingError
 from minigpt.metrics import read_metrics
 from minigpt.stages.rl.onpolicy.onpolicy_loop import ONPOLICY_STATE
 from minigpt.stages.rl.spo_tracker import ValueTracker
-from minigpt.stages.stage_config import validate_algo
 
 
 def test_spo_reward_rises_and_tracks_prompts(tmp_path, tiny_tokenizer_dir):
@@ -62,6 +61,7 @@ def test_spo_reward_rises_and_tracks_prompts(tmp_path, tiny_tokenizer_dir):
     assert len(tracker.memory) == int(seen.sum())  # each seen prompt's last completion, for the next KL
 
 
+@pytest.mark.slow
 def test_spo_resume_equals_an_uninterrupted_run(tmp_path, tiny_tokenizer_dir):
     # Exercises everything that must survive a restart: prioritised draws, first-sight initial samples,
     # the KL-adaptive forgetting (remembered completions), two passes of two minibatches, gradient
@@ -99,19 +99,15 @@ def test_spo_fixed_forgetting_without_curriculum(tmp_path, tiny_tokenizer_dir):
 
 
 def test_spo_config_errors(tmp_path, tiny_tokenizer_dir):
-    cfg = onpolicy_cfg(tmp_path, tiny_tokenizer_dir, "spo", "bad")
-    cfg.algo["rewards"] = []
-    with pytest.raises(ConfigError, match="spo needs algo.rewards"):
-        validate_algo(cfg)
-    cfg = onpolicy_cfg(tmp_path, tiny_tokenizer_dir, "spo", "bad", algo={"rho_min": 0.99, "rho_max": 0.9})
-    with pytest.raises(ConfigError, match="rho_min 0.99 must not exceed rho_max 0.9"):
-        validate_algo(cfg)
-    cfg = onpolicy_cfg(tmp_path, tiny_tokenizer_dir, "spo", "bad", algo={"reward_range": [1, 0]})
-    with pytest.raises(ConfigError, match="reward_range"):
-        validate_algo(cfg)
-    cfg = onpolicy_cfg(tmp_path, tiny_tokenizer_dir, "spo", "bad", algo={"ppo_epochs": 2})
-    with pytest.raises(ConfigError, match="unknown key 'algo.ppo_epochs'"):
-        validate_algo(cfg)
+    bad = [
+        ({"rewards": []}, "spo needs algo.rewards"),
+        ({"rho_min": 0.99, "rho_max": 0.9}, "rho_min 0.99 must not exceed rho_max 0.9"),
+        ({"reward_range": [1, 0]}, "reward_range"),
+        ({"ppo_epochs": 2}, "unknown key 'algo.ppo_epochs'"),
+    ]
+    for algo, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            onpolicy_cfg(tmp_path, tiny_tokenizer_dir, "spo", "bad", algo=algo)
 
 
 def test_resume_with_other_data_is_refused(tmp_path, tiny_tokenizer_dir):

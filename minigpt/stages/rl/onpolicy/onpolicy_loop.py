@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field
 from torch import Tensor
 from transformers import GenerationConfig, Trainer
 
@@ -45,19 +44,10 @@ from minigpt.stages.rl.onpolicy.rollout import (
     sequence_logps,
     weighted_total,
 )
-from minigpt.stages.rl.trl_rl import SamplingParams
+from minigpt.stages.rl.rl_params import OnPolicyParams
 
 ONPOLICY_STATE = "onpolicy_state.pt"
 """Written into each checkpoint next to the Trainer's files: the algorithm's own state (critic, tracker)."""
-
-
-class OnPolicyParams(SamplingParams):
-    """``algo:`` fields shared by ``ppo`` and ``spo``."""
-
-    num_minibatches: int = Field(1, ge=1)
-    """Minibatches (optimizer steps) per pass over a rollout of ``batch_size × grad_accum`` samples."""
-    eval_sampling: bool = False
-    """Sample at evaluation with the training temperature/top-p/top-k (seeded); default greedy."""
 
 
 class OnPolicyTrainer(Trainer, metaclass=ABCMeta):

@@ -62,10 +62,6 @@ def token_logps(logits: Tensor, targets: Tensor, temperature: float = 1.0) -> Te
     return picked - torch.logsumexp(logits, dim=-1)
 
 
-def masked_sum(x: Tensor, mask: Tensor) -> Tensor:
-    return (x * mask).sum()
-
-
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 

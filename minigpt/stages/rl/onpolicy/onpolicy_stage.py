@@ -19,7 +19,6 @@ from minigpt.data.training.prompt_rows import prompt_dataset
 from minigpt.errors import DataError
 from minigpt.lora import trains_adapter_only
 from minigpt.rewards import NamedReward, build_rewards
-from minigpt.stages.rl.onpolicy.onpolicy_loop import OnPolicyParams
 from minigpt.stages.rl.onpolicy.rollout import INDEX_COLUMN
 from minigpt.stages.rl.trl_rl import StepTimer, check_reward_columns, describe_rewards
 from minigpt.stages.stage import Stage
@@ -30,7 +29,6 @@ class OnPolicyStage(Stage):
     arguments from :meth:`trainer_kwargs`."""
 
     schema = "prompt_only"
-    Params = OnPolicyParams
     eval_loss_is_token_nll = False  # there is no eval/loss: evaluation scores samples
     trainer_class: ClassVar[type]
 

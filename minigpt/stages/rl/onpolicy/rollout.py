@@ -18,7 +18,8 @@ from minigpt.stages.rl.onpolicy.onpolicy_ops import (
     position_ids,
     token_logps,
 )
-from minigpt.stages.rl.trl_rl import SamplingParams, static_cache_kwargs
+from minigpt.stages.rl.rl_params import SamplingParams
+from minigpt.stages.rl.trl_rl import static_cache_kwargs
 
 INDEX_COLUMN = "_minigpt_index"
 """A column the loop adds to the training prompts (their position in the dataset): the SPO tracker's key.

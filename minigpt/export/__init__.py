@@ -1,0 +1,1 @@
+"""Export a stage folder to other runtimes' formats (``minigpt export``)."""
