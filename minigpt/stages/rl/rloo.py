@@ -11,7 +11,7 @@ from typing import Any
 
 from trl import RLOOConfig, RLOOTrainer
 
-from minigpt.stages.rl.trl_rl import RLStage, RLTrainerMixin
+from minigpt.stages.rl.trl_group_stage import RLStage, RLTrainerMixin
 from minigpt.stages.trainer_hooks import MiniGPTTrainerMixin
 
 

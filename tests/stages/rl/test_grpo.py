@@ -24,7 +24,8 @@ from minigpt.errors import ConfigError
 from minigpt.metrics import read_metrics
 from minigpt.rewards import RewardSpec, build_rewards
 from minigpt.runner import run_stage
-from minigpt.stages.rl.trl_rl import RLTrainerMixin, reward_metric_renames
+from minigpt.stages.rl.reward_wiring import reward_metric_renames
+from minigpt.stages.rl.trl_group_stage import RLTrainerMixin
 from minigpt.stages.stage_config import StageConfig
 from minigpt.typed_config import validate
 

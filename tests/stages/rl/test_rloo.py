@@ -73,7 +73,7 @@ def test_rloo_config_takes_the_static_cache(tmp_path):
     from trl import RLOOConfig
 
     from minigpt.stages.rl.rl_params import RLOOParams
-    from minigpt.stages.rl.trl_rl import trl_kwargs
+    from minigpt.stages.rl.trl_group_stage import trl_kwargs
 
     def config(**algo):
         params = RLOOParams(rewards=["length"], max_completion_length=16, **algo)

@@ -20,7 +20,8 @@ from minigpt.errors import DataError
 from minigpt.lora import trains_adapter_only
 from minigpt.rewards import NamedReward, build_rewards
 from minigpt.stages.rl.onpolicy.rollout import INDEX_COLUMN
-from minigpt.stages.rl.trl_rl import StepTimer, check_reward_columns, describe_rewards
+from minigpt.stages.rl.reward_wiring import check_reward_columns, describe_rewards
+from minigpt.stages.rl.step_timing import StepTimer
 from minigpt.stages.stage import Stage
 
 

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from transformers import GenerationConfig
 
+from minigpt.stages.rl.generation_settings import static_cache_kwargs
 from minigpt.stages.rl.onpolicy.onpolicy_ops import (
     completion_mask,
     pad_left_2d,
@@ -19,7 +20,6 @@ from minigpt.stages.rl.onpolicy.onpolicy_ops import (
     token_logps,
 )
 from minigpt.stages.rl.rl_params import SamplingParams
-from minigpt.stages.rl.trl_rl import static_cache_kwargs
 
 INDEX_COLUMN = "_minigpt_index"
 """A column the loop adds to the training prompts (their position in the dataset): the SPO tracker's key.

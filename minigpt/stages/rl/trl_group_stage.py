@@ -1,6 +1,6 @@
-"""What the TRL-based RL stages (grpo, rloo) share: the ``algo`` fields (their sampling part is also ppo's and
-spo's), reward metric names, per-step generation/update timing, and the offline reference model (prompt
-datasets: ``prompt_data``; reward config wiring: ``minigpt.rewards``).
+"""The stage and trainer layer the TRL group stages (grpo, rloo) share: datasets, checks, the TRL config built
+from the ``algo`` fields, and the trainer hooks between ours and TRL's (fields: ``rl_params``; rewards:
+``reward_wiring``; cache: ``generation_settings``; timing: ``step_timing``; reference: ``reference_model``).
 
 A stage built on this is a few lines: its TRL trainer and config classes and its own extra fields.
 
@@ -10,59 +10,21 @@ sees ``batch_size × grad_accum × devices / num_generations`` prompts, each sam
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, ClassVar
 
 from datasets import Dataset
-from transformers import TrainerCallback
 
 from minigpt.data.training.prompt_rows import prompt_dataset
 from minigpt.errors import ConfigError
-from minigpt.lora import check_adapter_reference, is_peft
+from minigpt.lora import check_adapter_reference
 from minigpt.rewards import NamedReward, build_rewards
-from minigpt.stages.rl.rl_params import RLParams, SamplingParams
-from minigpt.stages.stage import RunState, Stage, StageContext
-
-# ---------------------------------------------------------------- config
-
-
-def check_reward_columns(funcs: list[NamedReward], columns: list[str]) -> None:
-    """A reward's fixed ``args`` must not share a name with a dataset column (the column would win)."""
-    for fn in funcs:
-        clash = sorted(set(fn.args) & set(columns))
-        if clash:
-            raise ConfigError(
-                f"algo.rewards '{fn.__name__}': args.{clash[0]} is also a dataset column "
-                "(the column would silently win): rename one of them"
-            )
-
-
-def describe_rewards(funcs: list[NamedReward], weights: list[float]) -> str:
-    """The log line naming the rewards in use and their weights."""
-    return "rewards: " + ", ".join(f"{fn.__name__} × {w:g}" for fn, w in zip(funcs, weights, strict=True))
-
-
-def static_cache_kwargs(params: SamplingParams) -> dict[str, Any]:
-    """``GenerationConfig`` keyword arguments for ``algo.cache_implementation`` / ``compile_generation``
-    (none for the dynamic cache, so transformers' defaults stay as they are)."""
-    if params.cache_implementation != "static":
-        return {}
-    kwargs: dict[str, Any] = {
-        "cache_implementation": "static",
-        "disable_compile": not params.compile_generation,
-    }
-    if params.max_prompt_length is not None:
-        # One cache size for every step (longer prompts were dropped): a wider batch of prompts would
-        # otherwise reallocate the cache and recompile the decoding step (measured on CPU with a forced
-        # compile: a second graph, then a dynamic-shape one).
-        kwargs["max_cache_len"] = params.max_prompt_length + params.max_completion_length
-    return kwargs
-
+from minigpt.stages.rl.generation_settings import apply_generation_compile, static_cache_kwargs
+from minigpt.stages.rl.reference_model import reference_model_source
+from minigpt.stages.rl.reward_wiring import check_reward_columns, describe_rewards, reward_metric_renames
+from minigpt.stages.rl.rl_params import RLParams
+from minigpt.stages.rl.step_timing import StepTimer
+from minigpt.stages.stage import Stage
 
 _NOT_TRL = {"rewards", "max_prompt_length", "cache_implementation", "compile_generation"}
 
@@ -78,32 +40,6 @@ def trl_kwargs(params: RLParams, weights: list[float]) -> dict[str, Any]:
         out["cache_implementation"] = cache["cache_implementation"]
         if "max_cache_len" in cache:
             out["generation_kwargs"] = {"max_cache_len": cache["max_cache_len"]}
-    return out
-
-
-def apply_generation_compile(trainer: Any, params: SamplingParams) -> None:
-    """TRL builds its ``GenerationConfig`` with ``disable_compile=True`` and refuses the key in
-    ``generation_kwargs`` (a duplicate keyword): with a static cache, set it on the built config instead."""
-    cache = static_cache_kwargs(params)
-    if not cache:
-        return
-    config = getattr(trainer, "generation_config", None)
-    if config is None:
-        raise RuntimeError(f"{type(trainer).__name__} has no generation_config (TRL version change?)")
-    config.disable_compile = cache["disable_compile"]
-
-
-# ---------------------------------------------------------------- reward metric names
-
-
-def reward_metric_renames(labels: list[str]) -> dict[str, str]:
-    """TRL's per-reward keys → ours: ``rewards/<l>/mean`` → ``train/reward/<l>`` (std likewise)."""
-    out: dict[str, str] = {}
-    for label in labels:
-        out[f"rewards/{label}/mean"] = f"train/reward/{label}"
-        out[f"rewards/{label}/std"] = f"train/reward_std/{label}"
-        out[f"eval_rewards/{label}/mean"] = f"eval/reward/{label}"
-        out[f"eval_rewards/{label}/std"] = f"eval/reward_std/{label}"
     return out
 
 
@@ -127,32 +63,6 @@ RL_METRIC_RENAMES: dict[str, str] = {
     **{f"completions/{k}": f"train/completions/{k}" for k in _COMPLETION_STATS},
     **{f"clip_ratio/{k}": f"train/clip_ratio/{k}" for k in _CLIP_STATS},
 }
-
-
-# ---------------------------------------------------------------- timing and token counting
-
-
-class StepTimer(TrainerCallback):
-    """Per optimizer step: seconds spent generating (rollouts: sampling, rewards, old/ref log-probs) and the
-    rest of the step (forward/backward over the micro-batches and the optimizer step). Evaluation and
-    checkpointing run after ``on_step_end`` and are not counted."""
-
-    def __init__(self, state: RunState):
-        self.state = state
-        self.generation = 0.0
-        self._start: float | None = None
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._start = time.perf_counter()
-        self.generation = 0.0
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self._start is None:
-            return
-        total = time.perf_counter() - self._start
-        self.state.accumulate("train/generation_seconds", self.generation)
-        self.state.accumulate("train/update_seconds", max(total - self.generation, 0.0))
-        self._start = None
 
 
 class RLTrainerMixin:
@@ -206,51 +116,6 @@ class RLTrainerMixin:
             tokens = int(output["prompt_mask"].sum()) + int(output["completion_mask"].sum())
             state.throughput.add(tokens, int(output["completion_mask"].shape[0]))
         return output
-
-
-# ---------------------------------------------------------------- reference model
-
-
-def _vocab_rows(model: Any) -> int:
-    return int(model.get_input_embeddings().weight.shape[0])
-
-
-@contextmanager
-def reference_model_source(ctx: StageContext, beta: float) -> Iterator[None]:
-    """While the TRL trainer is built, point ``model.config._name_or_path`` at a local folder holding the
-    initial policy: TRL loads the reference model from that name and would otherwise look it up on the hub
-    (a preset has no name at all). The stage's input folder is used when it holds exactly these weights;
-    otherwise the weights are saved to ``<output_dir>/.reference`` and removed once loaded."""
-    if beta == 0.0 or is_peft(ctx.model):  # with LoRA, TRL's reference is a frozen copy of the fresh adapter
-        yield
-        return
-    from accelerate import PartialState
-
-    init = Path(ctx.cfg.model.init).expanduser()
-    folder, temporary = init, False
-    same = False
-    if init.is_dir() and not ctx.cfg.model.overrides and (init / "config.json").exists():
-        saved = json.loads((init / "config.json").read_text(encoding="utf-8"))
-        same = saved.get("vocab_size") == _vocab_rows(ctx.model)  # not resized on load
-    if not same:
-        folder, temporary = ctx.output_dir / ".reference", True
-        if ctx.is_main:
-            ctx.model.save_pretrained(str(folder), safe_serialization=True)
-        PartialState().wait_for_everyone()
-    config = ctx.model.config
-    original = getattr(config, "_name_or_path", "")
-    config._name_or_path = str(folder)
-    try:
-        yield
-    finally:
-        config._name_or_path = original
-        if temporary:
-            PartialState().wait_for_everyone()
-            if ctx.is_main:
-                shutil.rmtree(folder, ignore_errors=True)
-
-
-# ---------------------------------------------------------------- the stage
 
 
 class RLStage(Stage):
