@@ -348,12 +348,13 @@ EXPORT_PREFIX = ".export-"
 
 def clear_leftovers(output_dir: Path) -> list[Path]:
     """Remove what killed runs left in a stage folder (staging copies of an export, a half-written
-    ``stage.json``, checkpoint staging and half-deleted folders). Called under the folder's lock, so no
-    live writer owns any of them. Returns what was removed."""
+    ``stage.json`` or model card, checkpoint staging and half-deleted folders). Called under the folder's
+    lock, so no live writer owns any of them. Returns what was removed."""
     found: list[Path] = []
     if output_dir.is_dir():
         found += [p for p in output_dir.iterdir() if p.name.startswith(EXPORT_PREFIX) and p.is_dir()]
         found += [p for p in output_dir.glob("*.json.tmp") if p.is_file()]
+        found += [p for p in output_dir.glob("*.md.tmp") if p.is_file()]  # a half-written model card
     ckpt_dir = output_dir / "checkpoints"
     if ckpt_dir.is_dir():
         found += [p for p in ckpt_dir.iterdir() if _LEFTOVER.match(p.name)]
@@ -366,10 +367,22 @@ def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` (secrets redacted: stage.json and manifests name paths) in one rename."""
     from minigpt.secrets import redact
 
+    _write_atomic(path, json.dumps(redact(data), indent=2, default=str))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (secrets redacted: a model card quotes configs) in one rename."""
+    from minigpt.secrets import redact_text
+
+    _write_atomic(path, redact_text(text))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    # The ".tmp" name is one clear_leftovers removes if a kill strands it.
     with writing(path, f"writing {path.name}"):
         tmp = path.with_name(path.name + ".tmp")
         try:
-            tmp.write_text(json.dumps(redact(data), indent=2, default=str), encoding="utf-8")
+            tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)

@@ -9,7 +9,7 @@ import sys
 
 from minigpt import __version__
 from minigpt.chat import register_chat
-from minigpt.cli_commands import register_eval, register_play, register_run
+from minigpt.cli_commands import register_eval, register_run, register_task_commands
 from minigpt.cli_options import add_overrides
 from minigpt.errors import MiniGPTError
 from minigpt.export.command import register_export
@@ -47,10 +47,11 @@ def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_stages(args: argparse.Namespace) -> int:
-    from minigpt.registry import PRESETS, STAGES
+    from minigpt.registry import EVAL_TASKS, PRESETS, STAGES
 
     print("stages: " + ", ".join(STAGES.names()))
     print("presets: " + ", ".join(PRESETS.names()))
+    print("evaluation tasks: " + ", ".join(EVAL_TASKS.names()))
     return 0
 
 
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     for register in (
         register_run,
         register_eval,
-        register_play,
+        register_task_commands,
         register_report,
         register_chat,
         register_export,
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         register(sub)
 
-    info = sub.add_parser("list", help="list registered stages and model presets")
+    info = sub.add_parser("list", help="list registered stages, model presets and evaluation tasks")
     info.set_defaults(func=_cmd_stages)
     return parser
 

@@ -41,87 +41,108 @@ def register_run(sub: argparse._SubParsersAction) -> None:
     run.set_defaults(func=_cmd_run)
 
 
+def _task_args(args: argparse.Namespace, tasks: list[str]) -> dict[str, dict]:
+    """Each task's ``args`` from the command line: the task's own flags, then ``--arg`` (``KEY=VALUE`` for
+    every task, ``TASK.KEY=VALUE`` for one), then ``--trust-remote-code``."""
+    from minigpt.errors import ConfigError
+    from minigpt.typed_config import apply_overrides, parse_override
+
+    raw: dict[str, dict] = {name: {} for name in tasks}
+    for name, given in args.task_flags.items():
+        values = given(args)
+        if values and name not in raw:
+            raise ConfigError(
+                f"{', '.join(values)}: switches of the '{name}' task, which is not asked for "
+                f"(--task {' '.join(tasks)}); use --task {name}, or --arg for the other tasks"
+            )
+        if name in raw:
+            raw[name].update(values)
+    for item in args.task_args:
+        parts, _ = parse_override(item)
+        if len(parts) > 1 and parts[0] in raw:
+            apply_overrides(raw[parts[0]], [item.split(".", 1)[1]])
+        else:
+            for values in raw.values():
+                apply_overrides(values, [item])
+    if args.trust_remote_code:
+        for values in raw.values():
+            values["trust_remote_code"] = True
+    return raw
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from minigpt.tasks.tictactoe.evaluate import evaluate_checkpoint, format_report
+    from minigpt.errors import ConfigError
+    from minigpt.registry import EVAL_TASKS
+    from minigpt.tasks.eval_runner import result_path, run_evaluation
+    from minigpt.tasks.eval_spec import EvaluationSpec
+    from minigpt.typed_config import validate
 
-    out = Path(args.output) if args.output else Path(args.checkpoint) / "task_eval.json"
-    # Only the switches given go on: evaluate_checkpoint checks them (and fills the rest) as a recipe's
-    # evaluation.args, so the CLI and a recipe refuse the same values with the same field names.
-    given = {
-        "games_per_opponent": args.games,
-        "seed": args.seed,
-        "positions": args.positions,
-        "positions_seed": args.positions_seed,
-        "exhaustive": args.exhaustive,
-        "optimal_rate": args.optimal_rate,
-        "max_new_tokens": args.max_new_tokens,
-        "batch_size": args.batch_size,
-        "trust_remote_code": args.trust_remote_code,
-    }
-    kwargs = {k: v for k, v in given.items() if v is not None}
-    result = evaluate_checkpoint(args.checkpoint, out_json=out, **kwargs)
-    print(format_report(result))
-    print(f"written: {out}")
+    tasks = list(dict.fromkeys(args.tasks or [args.default_task]))
+    if args.output and len(tasks) > 1:
+        raise ConfigError(
+            "--output names one file: give one --task (each task writes its own file otherwise)"
+        )
+    # Every task's switches are checked (as a recipe's evaluation.args) before any model is loaded.
+    specs = [
+        validate(EvaluationSpec, {"task": name, "args": values}, f"minigpt eval --task {name}", {})
+        for name, values in _task_args(args, tasks).items()
+    ]
+    card_due = False
+    for spec in specs:
+        default = result_path(args.checkpoint, spec)
+        out = Path(args.output) if args.output else default
+        result = run_evaluation(spec, args.checkpoint, out_json=out)
+        print(EVAL_TASKS.get(spec.task).function("describe")(result))
+        print(f"written: {out}")
+        card_due = card_due or out.resolve() == default.resolve()
+    if card_due:
+        from minigpt.model_card import refresh_model_card
+
+        card = refresh_model_card(args.checkpoint)  # a stage folder's card reports its evaluations
+        if card is not None:
+            print(f"updated: {card}")
     return 0
-
-
-def _count_or_fraction(text: str) -> int | float:
-    """``--positions``: an integer is a count of positions, a decimal a fraction of them."""
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a count (500) or a fraction (0.1), got {text!r}"
-        ) from None
 
 
 def register_eval(sub: argparse._SubParsersAction) -> None:
-    ev = sub.add_parser("eval", help="evaluate a checkpoint on the tic-tac-toe task (arena, optimal moves)")
+    from minigpt.registry import EVAL_TASKS
+    from minigpt.tasks.eval_catalog import DEFAULT_TASK
+
+    names = EVAL_TASKS.names()
+    ev = sub.add_parser("eval", help=f"evaluate a checkpoint on evaluation tasks ({', '.join(names)})")
     ev.add_argument("checkpoint", help="a stage output folder (HF model folder)")
-    ev.add_argument("--games", type=int, default=100, help="games per opponent and seat (0: no games)")
-    ev.add_argument("--seed", type=int, default=0, help="seeds the opponents of the games")
     ev.add_argument(
-        "--positions",
-        type=_count_or_fraction,
-        metavar="N|F",
-        help="optimal-move rate over a fixed seeded subset: a count (500) or a fraction (0.1); default all 4,520",
-    )
-    ev.add_argument("--positions-seed", type=int, help="seed of the position subset (default 0)")
-    ev.add_argument(
-        "--no-exhaustive",
-        dest="exhaustive",
-        action="store_const",
-        const=False,
-        help="skip the exhaustive check (the model in each seat against every legal reply)",
+        "--task",
+        dest="tasks",
+        action="append",
+        choices=names,
+        metavar="NAME",
+        help=f"an evaluation task (repeatable): {', '.join(names)}; default {DEFAULT_TASK}",
     )
     ev.add_argument(
-        "--no-optimal-rate",
-        dest="optimal_rate",
-        action="store_const",
-        const=False,
-        help="skip the optimal-move rate",
+        "--arg",
+        dest="task_args",
+        action="append",
+        default=[],
+        metavar="[TASK.]KEY=VALUE",
+        help="a task switch, the value read as YAML (repeatable), e.g. --arg gsm8k.limit=20; "
+        "without TASK. it goes to every task asked for",
     )
-    ev.add_argument("--max-new-tokens", type=int, help="answer length limit (default 64)")
-    ev.add_argument("--batch-size", type=int, help="positions per generate call (default 512)")
-    ev.add_argument("--output", help="JSON path (default CHECKPOINT/task_eval.json)")
+    ev.add_argument("--output", help="JSON path of the one task's result (default: its file in CHECKPOINT)")
     add_trust_remote_code(ev)
-    ev.set_defaults(func=_cmd_eval)
+    # The tasks' own flags (e.g. --games, --positions), defined next to each task.
+    flags = {
+        name: EVAL_TASKS.get(name).function("eval_flags")(ev)
+        for name in names
+        if EVAL_TASKS.get(name).eval_flags
+    }
+    ev.set_defaults(func=_cmd_eval, task_flags=flags, default_task=DEFAULT_TASK)
 
 
-def _cmd_play(args: argparse.Namespace) -> int:
-    from minigpt.tasks.tictactoe.play import play_checkpoint
+def register_task_commands(sub: argparse._SubParsersAction) -> None:
+    """The sub-commands evaluation tasks bring (e.g. ``minigpt play``)."""
+    from minigpt.registry import EVAL_TASKS, import_object
 
-    play_checkpoint(args.checkpoint, args.seat, trust_remote_code=args.trust_remote_code)
-    return 0
-
-
-def register_play(sub: argparse._SubParsersAction) -> None:
-    play = sub.add_parser("play", help="play tic-tac-toe against a checkpoint in the terminal")
-    play.add_argument("checkpoint")
-    play.add_argument("--seat", choices=["X", "O"], help="your seat (asked if omitted)")
-    add_trust_remote_code(play)
-    play.set_defaults(func=_cmd_play)
+    for name in EVAL_TASKS.names():
+        for path in EVAL_TASKS.get(name).commands:
+            import_object(path, f"evaluation task '{name}' command")(sub)

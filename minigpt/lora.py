@@ -199,7 +199,10 @@ def export_lora(model: Any, cfg: StageConfig) -> Any:
     model (``lora.merge: true``) or the adapter itself, naming its base model (``lora.merge: false``)."""
     lora, output_dir = cfg.lora, Path(cfg.output_dir)
     assert lora is not None
-    model.peft_config[_TRAINED].base_model_name_or_path = adapter_base(cfg.model.init)
+    trained = model.peft_config[_TRAINED]
+    trained.base_model_name_or_path = adapter_base(cfg.model.init)
+    if trained.base_model_name_or_path and not Path(cfg.model.init).expanduser().exists():
+        trained.revision = cfg.model.revision  # a hub id: peft loads the base at this revision
     _save_adapter(model, output_dir / ADAPTER_DIR)
     for name in [n for n in model.peft_config if n != _TRAINED]:
         model.delete_adapter(name)
@@ -222,7 +225,9 @@ def _is_preset(init: str) -> bool:
 
 def adapter_base(init: str) -> str:
     """What ``adapter_config.json`` names as the base model: an absolute folder or a hub id ("" for a preset,
-    whose random weights exist nowhere else)."""
+    whose random weights exist nowhere else). A folder is machine-local: the stage folder's model card says
+    whether its base is on the hub, and ``minigpt export --format hf`` names a cached hub snapshot by its
+    hub id and commit (docs/design.md §2)."""
     if _is_preset(init):
         return ""
     path = Path(init).expanduser()

@@ -16,14 +16,15 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from minigpt.checkpoints import read_done, read_json_file, write_json_atomic
+from minigpt.config_paths import canonical, resolve_recipe_paths, resolve_stage_paths, value_at
 from minigpt.errors import ConfigError
 from minigpt.models.tokenizer_cli import TokenizerConfig, train_from_config
 from minigpt.pipeline_keys import StageKeys, user_code_digests
-from minigpt.stages.stage_config import StageConfig, resolve_paths
-from minigpt.tasks.tictactoe.eval_settings import TicTacToeEvalArgs
+from minigpt.stages.stage_config import StageConfig
+from minigpt.tasks.eval_spec import EvaluationSpec, check_labels, evaluation_list, resolve_evaluation_paths
 from minigpt.typed_config import Strict, read_yaml, validate
 
 
@@ -37,13 +38,6 @@ class StageEntry(Strict):
     """--set style overrides for this stage."""
 
 
-class EvaluationSpec(Strict):
-    task: Literal["tictactoe"] | None = None
-    """Task evaluation after every training stage (for tic-tac-toe: the arena)."""
-    args: TicTacToeEvalArgs = TicTacToeEvalArgs()
-    """The evaluation's switches (games, position subset, exhaustive check; docs/tictactoe.md)."""
-
-
 class Recipe(Strict):
     name: str
     output_dir: str | None = None
@@ -52,7 +46,19 @@ class Recipe(Strict):
     defaults: dict[str, Any] = {}
     """Merged under every training stage's config (e.g. shared model overrides, train.precision)."""
     stages: list[StageEntry] = Field(min_length=1)
-    evaluation: EvaluationSpec = EvaluationSpec()
+    evaluation: list[EvaluationSpec] = []
+    """Evaluation tasks run after every training stage (minigpt/tasks/eval_catalog.py); a single mapping
+    (``{task: NAME, args: ...}``, the older form) is one."""
+
+    @field_validator("evaluation", mode="before")
+    @classmethod
+    def _evaluation_list(cls, value: Any) -> Any:
+        return evaluation_list(value)
+
+    @field_validator("evaluation")
+    @classmethod
+    def _unique_labels(cls, value: list[EvaluationSpec]) -> list[EvaluationSpec]:
+        return check_labels(value)
 
 
 def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -82,39 +88,54 @@ class PlannedStage:
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[Recipe, list[PlannedStage]]:
+    """The recipe and its planned stages, every path in them absolute (``minigpt.config_paths``): relative
+    to the file that names it, or to the working directory for ``overrides`` and the default run folder."""
     from minigpt.typed_config import apply_overrides
 
     path = Path(path)
     raw, lines = read_yaml(path)
+    cwd = Path.cwd()
+    recipe_dir = Path(canonical(path, cwd)).parent
+    raw = resolve_recipe_paths(raw, recipe_dir, source=str(path), lines=lines)
+    written = copy.deepcopy(raw)
     raw = apply_overrides(raw, overrides)
+    raw = resolve_recipe_paths(raw, cwd, previous=written, source="--set")
     recipe = validate(Recipe, raw, str(path), lines)
+    resolve_evaluation_paths(recipe.evaluation, recipe_dir)
     names = [s.name for s in recipe.stages]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
         raise ConfigError(f"{path}: stage names must be unique; repeated: {', '.join(sorted(duplicates))}")
-    run_dir = Path(recipe.output_dir or f"runs/{recipe.name}")
+    recipe.output_dir = recipe.output_dir or canonical(f"runs/{recipe.name}", cwd)
+    run_dir = Path(recipe.output_dir)
     planned: list[PlannedStage] = []
     keys = StageKeys(run_dir)
     model_dir: str | None = None
     tokenizer_dir: str | None = None
     for index, entry in enumerate(recipe.stages):
         out = run_dir / entry.name
+        kind = "tokenizer" if entry.kind == "tokenizer" else "train"
         if isinstance(entry.config, str):
-            cfg_path = Path(entry.config)
-            if not cfg_path.is_absolute() and not cfg_path.exists():
-                cfg_path = path.parent / cfg_path
+            cfg_path = Path(entry.config)  # absolute already
             data, cfg_lines = read_yaml(cfg_path)
-            source, base = str(cfg_path), cfg_path.parent
+            data = resolve_stage_paths(
+                data, cfg_path.parent, kind=kind, source=str(cfg_path), lines=cfg_lines
+            )
+            source = str(cfg_path)
         else:
             data, cfg_lines = (
                 copy.deepcopy(entry.config),
                 {k[4:]: v for k, v in lines.items() if k[:4] == ("stages", index, "config") and len(k) > 3},
             )
-            source, base = f"{path} (stages[{index}] '{entry.name}')", path.parent
+            source = f"{path} (stages[{index}] '{entry.name}')"
+        # A stage's `set` is written in the recipe file, unless --set replaced it on the command line.
+        written_set = value_at(written, ("stages", index, "set")) or []
+        set_base = recipe_dir if entry.set == written_set else cwd
+        before_set = copy.deepcopy(data)
         data = apply_overrides(data, entry.set)
+        data = resolve_stage_paths(data, set_base, kind=kind, previous=before_set, source=f"{path} (set)")
         if entry.kind == "tokenizer":
             data.setdefault("output_dir", str(out))
-            data = _resolve_tokenizer_paths(data, base)
             cfg = validate(TokenizerConfig, data, source, cfg_lines)
             key = keys.add(cfg, set(), cfg.files, cfg.output_dir, cfg.data_config, cfg.generator)
             planned.append(PlannedStage(entry, cfg, key, out))
@@ -132,7 +153,6 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[R
                 model["init"] = model_dir
             if "tokenizer" not in model and tokenizer_dir and model["init"] != model_dir:
                 model["tokenizer"] = tokenizer_dir
-            data = resolve_paths(data, base)
             _refuse_later_outputs(data, run_dir, recipe.stages, index, source)
             cfg = validate(StageConfig, data, source, cfg_lines)
             files = cfg.data.train + cfg.data.validation
@@ -162,15 +182,6 @@ def _refuse_later_outputs(
                 f"{'as' if name == stages[index].name else 'after'} this stage '{stages[index].name}'. "
                 "A stage can start only from a stage before it in the recipe"
             )
-
-
-def _resolve_tokenizer_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    files = data.get("files")
-    if isinstance(files, list):
-        data["files"] = [f if Path(f).exists() or Path(f).is_absolute() else str(base / f) for f in files]
-    if isinstance(data.get("data_config"), str) and not Path(data["data_config"]).exists():
-        data["data_config"] = str(base / data["data_config"])
-    return data
 
 
 def _manifest_path(run_dir: Path) -> Path:
@@ -252,7 +263,7 @@ def run_recipe(
     else:
         is_main = True
     recipe, planned = load_recipe(path, overrides)
-    run_dir = Path(recipe.output_dir or f"runs/{recipe.name}")
+    run_dir = Path(recipe.output_dir)  # absolute: set by load_recipe
     manifest = read_manifest(run_dir)
     plan_actions(planned, manifest, from_stage, only)
     if several:
@@ -310,8 +321,8 @@ def run_recipe(
                         manifest["stages"][p.entry.name] = previous
                     write_json_atomic(_manifest_path(run_dir), manifest)
                 raise
-            if recipe.evaluation.task and is_main:
-                summary["task_eval"] = evaluate_task(recipe.evaluation, p.output_dir)
+            if recipe.evaluation and is_main:
+                summary["evaluations"] = evaluate_stage(recipe.evaluation, p.output_dir)
             barrier()  # the others wait while the main process evaluates
         record.update(status="done", seconds=round(time.time() - started, 2), finished=time.time())
         if is_main:
@@ -325,10 +336,12 @@ def run_recipe(
     }
 
 
-def evaluate_task(spec: EvaluationSpec, model_dir: Path) -> dict[str, Any]:
-    if spec.task == "tictactoe":
-        from minigpt.tasks.tictactoe.evaluate import evaluate_checkpoint
+def evaluate_stage(specs: list[EvaluationSpec], model_dir: Path) -> dict[str, Any]:
+    """The recipe's evaluations of one stage folder (each writes its result file there), then the folder's
+    model card again, which reports them."""
+    from minigpt.model_card import refresh_model_card
+    from minigpt.tasks.eval_runner import run_evaluations
 
-        args = spec.args.model_dump(exclude_unset=True)
-        return evaluate_checkpoint(model_dir, out_json=model_dir / "task_eval.json", **args)
-    raise ConfigError(f"evaluation.task: unknown task '{spec.task}'")
+    results = run_evaluations(specs, model_dir)
+    refresh_model_card(model_dir)
+    return results

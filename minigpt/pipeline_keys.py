@@ -1,9 +1,10 @@
 """Stage keys of a recipe run: a hash of each stage's resolved config chained with the keys of the stages
 before it, plus what its data comes from. A finished stage whose key is unchanged is skipped.
 
-Paths inside the run folder are written as ``<run>/...`` and config fields left at their defaults are not
-hashed, so a copied or moved run folder, or a field added in a later version, keeps its keys. Older
-manifests' keys (absolute paths, every field) are computed too and accepted in place.
+Every path reaches a key absolute and normalised (``minigpt.config_paths``), so how a path was spelled
+(relative, absolute, ``./``, ``..``, through a symlinked folder, from which working directory) does not
+change a key. Paths inside the run folder are then written as ``<run>/...`` and config fields left at their
+defaults are not hashed, so a copied or moved run folder, or a field added in a later version, keeps its keys.
 """
 
 from __future__ import annotations

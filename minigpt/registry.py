@@ -1,4 +1,5 @@
-"""Named registries: one each for stages, converters, rewards, data generators and model presets.
+"""Named registries: one each for stages, converters, rewards, data generators, model presets and evaluation
+tasks.
 
 Adding an algorithm, converter or reward is one new file plus one ``@REGISTRY.register("name")`` line.
 Each registry imports the modules that fill it on first use.
@@ -85,9 +86,11 @@ REWARDS: Registry[Any] = Registry(
 )
 GENERATORS: Registry[Any] = Registry("data generator", ("minigpt.tasks.tictactoe",))
 PRESETS: Registry[Any] = Registry("model preset", ("minigpt.models.presets",))
+# What a recipe's ``evaluation:`` and ``minigpt eval --task`` name (torch-free entries: minigpt/tasks/eval_catalog.py).
+EVAL_TASKS: Registry[Any] = Registry("evaluation task", ("minigpt.tasks.eval_catalog",))
 
 
 def load_plugins() -> None:
     """Import every built-in plugin module."""
-    for registry in (STAGES, CONVERTERS, REWARDS, GENERATORS, PRESETS):
+    for registry in (STAGES, CONVERTERS, REWARDS, GENERATORS, PRESETS, EVAL_TASKS):
         registry.load_plugins()

@@ -34,12 +34,13 @@ from minigpt.distributed import barrier, broadcast_from_main, export_state_dict,
 from minigpt.errors import TrainingError
 from minigpt.lora import apply_lora
 from minigpt.metrics import RunLog, flops_per_token, parse_jsonl_tolerant, peak_flops
+from minigpt.model_card import write_model_card
 from minigpt.models.loading import build_model, load_tokenizer, parameter_counts, tokenizer_source
 from minigpt.models.tokenizer import check_chat_tokenizer
 from minigpt.registry import STAGES
 from minigpt.stages.stage import RunState, StageContext
 from minigpt.stages.stage_config import StageConfig
-from minigpt.stages.trainer_hooks import MetricsCallback, attach, quiet_progress
+from minigpt.stages.trainer_hooks import MiniGPTTrainerMixin
 from minigpt.typed_config import dump_config
 
 _RUN_MARKERS = ("metrics.jsonl", "checkpoints", DONE_FILE)
@@ -325,12 +326,11 @@ def _run_locked(
     if eval_ds is not None and cfg.train.eval_batches and len(eval_ds) > cfg.train.eval_batches * eval_bs:
         eval_ds = eval_ds.select(range(cfg.train.eval_batches * eval_bs))
     args_kwargs = training_arguments(cfg, device, output_dir, eval_ds is not None)
-    trainer_ref: list = []
-    metrics_cb = MetricsCallback(state, trainer_ref)
-    trainer = stage.build_trainer(args_kwargs, train_ds, eval_ds, [metrics_cb, *callbacks])
-    attach(trainer, stage, state)
-    quiet_progress(trainer)
-    trainer_ref.append(trainer)
+    trainer = stage.build_trainer(args_kwargs, train_ds, eval_ds, list(callbacks))
+    if not isinstance(trainer, MiniGPTTrainerMixin):  # a stage's contract: its trainer carries the hooks
+        raise TypeError(
+            f"stage {cfg.stage}: build_trainer must return a hooked trainer (trainer_hooks.hooked)"
+        )
 
     checkpoint, damaged = resumable_checkpoint(output_dir / "checkpoints") if cfg.resume else (None, [])
     checkpoint = broadcast_from_main(checkpoint)  # every process resumes from the one the main process found
@@ -351,9 +351,9 @@ def _run_locked(
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         final_metrics = dict(result.metrics)
         if eval_ds is not None:
-            if metrics_cb.last_eval_step != trainer.state.global_step:
+            if trainer.minigpt_metrics.last_eval_step != trainer.state.global_step:
                 trainer.evaluate()
-            final_metrics.update(metrics_cb.last_eval)
+            final_metrics.update(trainer.minigpt_metrics.last_eval)
         train_seconds = time.time() - start_time
         gathered = gather_full_state_dict(trainer)  # FSDP / DeepSpeed shards: every process takes part
         if is_main:
@@ -386,6 +386,8 @@ def _run_locked(
         "val_rows": len(val_rows),
     }
     if is_main:
+        # The card before stage.json: a folder that counts as finished always has its card.
+        write_model_card(output_dir, summary)
         write_json_atomic(output_dir / DONE_FILE, summary)
         if not cfg.train.save_interval:  # the final state was kept only until the export was complete
             shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)

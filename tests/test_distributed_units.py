@@ -106,7 +106,8 @@ def test_metrics_callback_reports_global_counts_with_two_processes(monkeypatch):
     state.accumulate("train/mean_token_accuracy", 1.0, 4)
     fake = _fake_trainer(processes=2, local_tokens=640, seen=1000)
     fake.minigpt_stage.ctx.cfg = types.SimpleNamespace(train=types.SimpleNamespace(max_bad_steps=0))
-    callback = MetricsCallback(state, [fake])
+    fake.minigpt_state = state
+    callback = MetricsCallback(fake)
     trainer_state = TrainerState(global_step=4, max_steps=8)
     callback.on_log(None, trainer_state, None, logs={"loss": 2.0, "grad_norm": 1.0, "learning_rate": 1e-3})
     (metrics,) = log.records

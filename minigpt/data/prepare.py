@@ -34,7 +34,7 @@ from minigpt.errors import DataError
 from minigpt.registry import CONVERTERS
 from minigpt.secrets import redact
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a conversation's turns are written under messages (was conversations)
 _PACKAGE = Path(__file__).resolve().parent
 
 

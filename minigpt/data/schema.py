@@ -2,8 +2,10 @@
 
 Role order: an optional system turn first, then user and assistant alternating. A conversation ends with an
 assistant turn; a prompt ends with a user turn; chosen/rejected continue a prompt, so they start with the
-assistant. Content is a non-empty string. ``messages`` is accepted for ``conversations``, and a plain-string
-``prompt`` of a ``prompt_only`` row is one user turn.
+assistant. Content is a non-empty string. A plain-string ``prompt`` of a ``prompt_only`` row is one user turn.
+
+A ``conversations`` row holds its turns under ``messages`` (the Hugging Face name, which TRL's SFTTrainer reads);
+``conversations`` is accepted on input and renamed, so older files and prepared data still load.
 
 ``adapt`` is the one schema check: mixture rows (after their converter) and files given straight to a stage
 (``data.train`` / ``data.validation``, see ``minigpt.data.row_pipeline.read_checked``) both go through it.
@@ -21,7 +23,7 @@ from minigpt.data.problems import empty_turn, fail
 ROLES = ("system", "user", "assistant")
 SCHEMA_FIELDS = {
     "text": ("text",),
-    "conversations": ("conversations",),
+    "conversations": ("messages",),
     "preference": ("prompt", "chosen", "rejected"),
     "prompt_only": ("prompt",),
 }
@@ -29,6 +31,24 @@ SCHEMA_FIELDS = {
 KEEPS_EXTRAS = ("conversations", "prompt_only")
 
 Renderer = Callable[[list[dict[str, str]]], str]
+
+MESSAGES = "messages"
+"""The key a ``conversations`` row's turns are written under."""
+LEGACY_MESSAGES = "conversations"
+"""The key older rows (and data prepared before the rename) hold their turns under; still read."""
+
+
+def messages_key(row: dict[str, Any]) -> str | None:
+    """The key holding a conversation row's turns: ``messages``, else ``conversations``, else None."""
+    if MESSAGES in row:
+        return MESSAGES
+    return LEGACY_MESSAGES if LEGACY_MESSAGES in row else None
+
+
+def row_messages(row: dict[str, Any]) -> Any:
+    """A conversation row's turns under either key (None when it has neither)."""
+    key = messages_key(row)
+    return row[key] if key else None
 
 
 def check_messages(
@@ -71,10 +91,10 @@ def check_messages(
 
 
 def validate_row(row: dict[str, Any], schema: str) -> dict[str, Any]:
-    """Check a row against ``schema`` and return the normalised row (``messages`` → ``conversations``)."""
+    """Check a row against ``schema`` and return the normalised row (``conversations`` → ``messages``)."""
     row = dict(row)
-    if schema == "conversations" and "conversations" not in row and "messages" in row:
-        row["conversations"] = row.pop("messages")
+    if schema == "conversations":
+        return _validate_conversation(row)
     for name in SCHEMA_FIELDS[schema]:
         if name not in row or row[name] is None:
             raise fail("missing field", name, f"a {schema} row needs {', '.join(SCHEMA_FIELDS[schema])}")
@@ -83,8 +103,6 @@ def validate_row(row: dict[str, Any], schema: str) -> dict[str, Any]:
             raise fail("mistyped field", "text", f"expected a string, got {type(row['text']).__name__}")
         if not row["text"].strip():
             raise empty_turn("text", "text")
-    elif schema == "conversations":
-        row["conversations"] = check_messages(row["conversations"], "conversations")
     elif schema == "prompt_only":
         prompt = row["prompt"]
         if isinstance(prompt, str):  # a plain-text prompt is one user turn (the RL stages always took it)
@@ -102,9 +120,20 @@ def validate_row(row: dict[str, Any], schema: str) -> dict[str, Any]:
     return row
 
 
+def _validate_conversation(row: dict[str, Any]) -> dict[str, Any]:
+    """A conversation row with its turns checked and written under ``messages``. Errors name the key the row
+    used, so they point at the user's own field. With both keys ``messages`` wins and ``conversations`` stays
+    an extra column like any other."""
+    key = messages_key(row)
+    if key is None or row[key] is None:
+        raise fail("missing field", MESSAGES, f"a conversations row needs {MESSAGES} (or {LEGACY_MESSAGES})")
+    turns = check_messages(row.pop(key), key)
+    return {MESSAGES: turns, **row}
+
+
 def detect_schema(row: dict[str, Any], target: str) -> str:
     """Which schema a converter's output row is in; the target wins when its fields are present."""
-    if all(k in row for k in SCHEMA_FIELDS[target]):
+    if all(k in row for k in SCHEMA_FIELDS[target]) or (target == "conversations" and messages_key(row)):
         return target
     if target == "preference" and ("chosen" in row or "rejected" in row):
         return target  # half a pair: a preference row missing a field (named by validation), not a prompt
@@ -112,7 +141,7 @@ def detect_schema(row: dict[str, Any], target: str) -> str:
         return "preference"
     if "prompt" in row:
         return "prompt_only"
-    if "conversations" in row or "messages" in row:
+    if messages_key(row):
         return "conversations"
     if "text" in row:
         return "text"
@@ -133,15 +162,15 @@ def adapt(row: dict[str, Any], target: str, render: Renderer | None) -> dict[str
     extras = {k: v for k, v in row.items() if k not in SCHEMA_FIELDS[produced]}
     if produced == "preference":
         # SFT, RL or midtraining on the preferred answer: the prompt plus chosen is a whole conversation.
-        row = {"conversations": row["prompt"] + row["chosen"], **extras}
+        row = {MESSAGES: row["prompt"] + row["chosen"], **extras}
         produced = "conversations"
     if produced == "conversations" and target == "prompt_only":
-        turns = row["conversations"]
+        turns = row[MESSAGES]
         return validate_row({"prompt": turns[:-1], **extras}, target)  # drop the last assistant turn
     if produced == "conversations" and target == "text":
         if render is None:
             raise fail("cannot render", None, "conversations need a tokenizer chat template or render: plain")
-        return validate_row({"text": render(row["conversations"]), **extras}, target)
+        return validate_row({"text": render(row[MESSAGES]), **extras}, target)
     if produced == target:
         return validate_row(row, target)
     # Worded for both callers: a mixture (after its converter) and a file given straight to a stage.

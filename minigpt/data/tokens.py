@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any
 
+from minigpt.data.schema import MESSAGES
 from minigpt.errors import ConfigError, MiniGPTError
 
 Tokenizer = Any  # a transformers PreTrainedTokenizerBase; kept loose so importing this module stays cheap
@@ -85,7 +86,7 @@ class TokenCounter:
         if schema == "text":
             return self._lengths([r["text"] for r in rows])
         if schema == "conversations":
-            return self._lengths([self.render(r["conversations"]) for r in rows])
+            return self._lengths([self.render(r[MESSAGES]) for r in rows])
         if schema == "prompt_only":
             return self._lengths([self.render(r["prompt"], add_generation_prompt=True) for r in rows])
         chosen = self._lengths([self.render(r["prompt"] + r["chosen"]) for r in rows])

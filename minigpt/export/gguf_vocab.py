@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from minigpt.errors import ModelError
+from minigpt.models.tokenizer import without_generation_markers
 
 # gguf.TokenType values (kept here so this module imports without the gguf package).
 NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
@@ -102,5 +103,6 @@ def vocab_of(tokenizer: Any, vocab_size: int, where: str) -> Vocab:
         pad_id=tokenizer.pad_token_id,
         add_bos=add_bos,
         add_eos=add_eos,
-        chat_template=template,
+        # The training-only {% generation %} tags go: llama-cpp-python's Jinja refuses them at load.
+        chat_template=without_generation_markers(template) if template else template,
     )

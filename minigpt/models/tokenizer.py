@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,28 @@ THINK_END = "</think>"
 SPECIAL_TOKENS = [PAD_TOKEN, IM_START, IM_END, THINK_START, THINK_END]
 
 # ChatML. Prefix-stable by construction (rendering the first k messages is a prefix of rendering k+1), which
-# the SFT assistant-mask computation relies on.
+# the SFT assistant-mask computation relies on. The {% generation %} markers render nothing; they mark what
+# the model writes (an assistant turn's content and its end: exactly the tokens the project's own mask trains,
+# minigpt.data.training.lm_tokens.conversation_ids) for transformers' return_assistant_tokens_mask, which TRL's
+# SFTTrainer(assistant_only_loss=True) reads.
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' -}}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{%- generation -%}{{- message['content'] + '<|im_end|>' + '\\n' -}}{%- endgeneration -%}"
+    "{%- else -%}"
+    "{{- message['content'] + '<|im_end|>' + '\\n' -}}"
+    "{%- endif -%}"
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )
+_GENERATION_MARKER = re.compile(r"\{%-?\s*(?:end)?generation\s*-?%\}")
+
+
+def without_generation_markers(template: str) -> str:
+    """The template with its training-only {% generation %} / {% endgeneration %} tags removed (they render
+    nothing): for inference engines whose Jinja refuses the unknown tag, e.g. llama-cpp-python loading a GGUF."""
+    return _GENERATION_MARKER.sub("", template)
 
 
 # The chat template's own words, so BPE learns them as tokens rather than spelling "assistant" letter by letter
@@ -31,13 +47,13 @@ _TEMPLATE_TEXT = "\n".join(["system", "user", "assistant"] * 50)
 
 
 def iter_texts(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
-    """Every piece of text in rows of any schema (text, conversations/messages, preference, prompt_only),
-    plus the chat template's role names."""
+    """Every piece of text in rows of any schema (text; conversations, whose turns are under ``messages`` or
+    ``conversations``; preference; prompt_only), plus the chat template's role names."""
     yield _TEMPLATE_TEXT
     for row in rows:
         if isinstance(row.get("text"), str):
             yield row["text"]
-        for key in ("conversations", "messages", "prompt", "chosen", "rejected"):
+        for key in ("messages", "conversations", "prompt", "chosen", "rejected"):
             value = row.get(key)
             if isinstance(value, str):
                 yield value

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from minigpt.perf.spec import WORKLOADS, parse_workloads, shape_for
+from minigpt.perf.spec import WORKLOADS, parse_workloads, shape_for, shape_label
 
 
 def _runners() -> dict[str, Callable]:
@@ -85,7 +85,9 @@ def run_bench(
     try:
         runners = _runners()
         for name in names:
-            rows.extend(runners[name](ctx, name, shapes[name]))
+            for row in runners[name](ctx, name, shapes[name]):
+                row.shape = shape_label(name, shapes[name])
+                rows.append(row)
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -100,7 +102,10 @@ def run_bench(
         "torch_threads": torch.get_num_threads(),
         "versions": _versions(),
         "workloads": names,
-        "shapes": {name: {"type": type(s).__name__, **asdict(s)} for name, s in shapes.items()},
+        "shapes": {
+            name: {"type": type(s).__name__, "label": shape_label(name, s), **asdict(s)}
+            for name, s in shapes.items()
+        },
         "project_compile": compile_project and device.kind == "cuda",
         "project_loss": project_loss,
         "seconds": round((datetime.now(UTC) - started).total_seconds(), 1),

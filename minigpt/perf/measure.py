@@ -214,3 +214,5 @@ class Row:
     extra: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     """Set when this implementation failed; its figures are then zero and excluded from ratios."""
+    shape: str = ""
+    """The shape it really ran (``spec.shape_label``): the name the row is printed under."""

@@ -9,6 +9,12 @@ from pathlib import Path
 
 from minigpt.perf.spec import SIZES, WORKLOADS
 
+CPU_THREADS = 1
+"""torch threads on a machine without CUDA unless ``--threads`` says otherwise. With torch's default (one
+per core) on a shared machine, every small op's OpenMP barrier waits for whichever thread the OS has
+descheduled: on 2 cores with another job running, single rows of the tiny GRPO and decode workloads ran 2-10×
+slower at random (benchmarks/RESULTS.md, "GRPO step on CPU: where the time went"), one thread did not."""
+
 
 def _positive(text: str) -> int:
     value = int(text)
@@ -46,12 +52,13 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
     from minigpt.perf.harness import run_bench
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    threads = args.threads or (None if torch.cuda.is_available() else CPU_THREADS)
+    if threads:
+        torch.set_num_threads(threads)
     report = run_bench(
         workloads=args.workloads,
         size=args.size,
@@ -106,7 +113,10 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
         "--work-dir", help="keep the generated data and run folders here (default: a temp dir)"
     )
     bench.add_argument(
-        "--threads", type=_positive, help="torch CPU threads (on a shared machine, 1 gives steadier numbers)"
+        "--threads",
+        type=_positive,
+        help=f"torch CPU threads (default without CUDA: {CPU_THREADS}, steady on a shared machine; "
+        "with CUDA: torch's default)",
     )
     bench.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     bench.set_defaults(func=_cmd_bench)

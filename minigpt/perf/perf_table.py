@@ -61,6 +61,10 @@ TARGETS = (
     ),
 )
 TARGET_DEVICE = "H100"
+UNSTEADY = 2.0
+"""Slowest ÷ fastest timed step above which a GRPO row is flagged: its steps do the same work, so such a
+spread comes from the machine (other jobs, threads descheduled) or a recompile inside the timed window, and
+the row's ratio is not to be trusted."""
 
 
 def set_ratios(rows: list[Row]) -> None:
@@ -99,7 +103,8 @@ def check_targets(rows: list[Row], size: str, device_name: str, device_kind: str
             status = "no value"
         else:
             status = "pass" if value >= target.threshold else "fail"
-        out.append({**asdict(target), "value": value, "status": status})
+        shape = row.shape if row is not None else ""
+        out.append({**asdict(target), "value": value, "status": status, "shape": shape})
     return out
 
 
@@ -139,9 +144,10 @@ def format_table(report: dict[str, Any]) -> str:
         mfu = f"{row.mfu_percent:.1f}%" if row.mfu_percent is not None else "n/a"
         if row.error:
             notes.append(f"  {row.workload} {row.implementation} FAILED: {row.error}")
+        name = row.shape or row.workload
         body.append(
             [
-                row.workload,
+                name,
                 row.implementation,
                 "error" if row.error else _tps(row.tokens_per_second),
                 mfu,
@@ -152,8 +158,14 @@ def format_table(report: dict[str, Any]) -> str:
         split = row.extra.get("generation_seconds_per_step")
         if split is not None:
             notes.append(
-                f"  {row.workload} {row.implementation}: {split:.3f} s generation + "
+                f"  {name} {row.implementation}: {split:.3f} s generation + "
                 f"{row.extra['update_seconds_per_step']:.3f} s update per step"
+            )
+        spread = row.extra.get("step_spread")
+        if spread is not None and spread > UNSTEADY:
+            notes.append(
+                f"  UNSTEADY {name} {row.implementation}: slowest timed step {spread:.1f}x the fastest (same "
+                "work each step: a busy machine, or a recompile on GPU); do not trust this ratio"
             )
     widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
     lines = [
@@ -177,8 +189,9 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(sep.join(aligned).rstrip())
     lines.append("")
     lines.append("tokens/s counts:")
-    for workload in dict.fromkeys(r.workload for r in rows):
-        lines.append(f"  {workload}: {UNITS.get(workload, '')}")
+    for workload, name in dict.fromkeys((r.workload, r.shape or r.workload) for r in rows):
+        selected = f" (--workloads {workload})" if name != workload else ""
+        lines.append(f"  {name}{selected}: {UNITS.get(workload, '')}")
     lines.extend(notes)
     lines.append("")
     lines.append(f"docs/design.md §7 targets (judged at --size real on an {TARGET_DEVICE}):")
@@ -186,7 +199,8 @@ def format_table(report: dict[str, Any]) -> str:
         value = target["value"]
         shown = "-" if value is None else (f"{value:,.2f}" if value < 100 else f"{value:,.0f}")
         if target["status"] == "owed":
-            lines.append(f"  [owed] {target['text']} (this run: {shown}; not judged)")
+            ran = f", {target['shape']}" if target.get("shape") and value is not None else ""
+            lines.append(f"  [owed] {target['text']} (this run{ran}: {shown}; not judged)")
         else:
             lines.append(f"  [{target['status']}] {target['text']}: measured {shown}")
     return "\n".join(lines)

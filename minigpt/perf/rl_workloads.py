@@ -65,6 +65,7 @@ def _grpo_row(
     tokens = sum(n for _, n in calls[first:stop])
     generation = [calls[i][0] - splits.begin[i] for i in range(first, stop)]
     update = [splits.end[i] - calls[i][0] for i in range(first, stop)]
+    steps = [splits.end[i] - splits.begin[i] for i in range(first, stop)]
     return Row(
         workload="grpo-step",
         implementation=implementation,
@@ -81,16 +82,18 @@ def _grpo_row(
             "generation_seconds_per_step": sum(generation) / len(generation),
             "update_seconds_per_step": sum(update) / len(update),
             "completions_per_step": shape.prompts * shape.generations,
+            "step_seconds": steps,
+            # Every timed step does the same work: a spread well above 1 means the machine, not the code,
+            # set the figure (see perf_table.UNSTEADY).
+            "step_spread": max(steps) / min(steps),
         },
     )
 
 
 def project_grpo(ctx: BenchContext, shape: GRPOShape, tok: SynthTokenizer, data_path: Path) -> Row:
-    train = {
-        "max_steps": shape.total_steps,
-        "batch_size": shape.prompts * shape.generations,
-        "log_interval": 1,
-    }
+    # The project's default log interval, as TRL keeps its own: a log (metrics, run log line) every step
+    # would be work in the timed window that TRL's side, logging every 10 steps, does not do.
+    train = {"max_steps": shape.total_steps, "batch_size": shape.prompts * shape.generations}
     algo = {
         "rewards": [f"{__name__}:bench_reward"],
         "num_generations": shape.generations,

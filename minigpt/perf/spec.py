@@ -83,14 +83,16 @@ _TINY: dict[str, Shape] = {
     "pretrain-26m": LMShape("tiny", seq=64, batch=4, warmup=2, steps=5, overrides=_TINY_MODEL),
     "pretrain-100m": LMShape("tiny", seq=128, batch=2, warmup=2, steps=5, overrides=_TINY_MODEL),
     "sft-packed": LMShape("tiny", seq=64, batch=4, warmup=2, steps=5, overrides=_TINY_MODEL),
+    # Four timed steps of 16-token completions (~0.4 s in all): with two steps of 8 tokens (80 ms) a single
+    # scheduler stall on a shared CPU decided the ratio.
     "grpo-step": GRPOShape(
         "tiny",
         prompts=2,
         generations=4,
         prompt_words=8,
-        completion=8,
+        completion=16,
         warmup=1,
-        steps=2,
+        steps=4,
         overrides=_TINY_MODEL,
     ),
     "decode": DecodeShape(
@@ -110,6 +112,31 @@ def parse_workloads(text: str | None) -> list[str]:
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"unknown workload '{name}'.{hint} Workloads: {', '.join(WORKLOADS)}")
     return list(dict.fromkeys(names))
+
+
+def _model_label(preset: str, overrides: dict[str, Any]) -> str:
+    """``L<layers> d<hidden> v<vocab>`` of the model the preset and overrides build."""
+    from minigpt.models.presets import preset_config
+
+    config = preset_config(preset, overrides)
+    return f"L{config['num_hidden_layers']} d{config['hidden_size']} v{config['vocab_size']}"
+
+
+def shape_label(workload: str, shape: Shape) -> str:
+    """The name a row is printed under: the kind of workload and the model and sizes it really ran (layers,
+    hidden size, vocabulary, then sequence and batch, or the GRPO / decode sizes), so that a tiny run is never
+    shown under a real shape's name. The workload id (``pretrain-26m``) names the docs/design.md §7 shape it
+    stands for at ``--size real`` and is what ``--workloads`` selects and the JSON rows carry."""
+    model = _model_label(shape.preset, shape.overrides)
+    if isinstance(shape, LMShape):
+        kind = "pretrain" if workload.startswith("pretrain") else workload
+        return f"{kind} {model} seq{shape.seq} b{shape.batch}"
+    if isinstance(shape, GRPOShape):
+        return (
+            f"{workload} {model} {shape.prompts}px{shape.generations}g "
+            f"prompt{shape.prompt_words} compl{shape.completion}"
+        )
+    return f"{workload} {model} prompt{shape.prompt_len} new{shape.new_tokens}"
 
 
 def shape_for(workload: str, size: str, steps: int | None = None, warmup: int | None = None) -> Shape:

@@ -129,7 +129,7 @@ def conversations(rng: np.random.Generator, tok: SynthTokenizer, n_blocks: int, 
         if current and current + length > seq:
             blocks, current = blocks + 1, 0
         current += length
-        rows.append({"conversations": conv})
+        rows.append({"messages": conv})
     return rows
 
 

@@ -1,7 +1,7 @@
 """The run report card: ``<run>/report.md`` and ``<run>/plots/*.png``, rebuilt from the logs alone.
 
 Everything comes from files a run leaves behind (manifest.json, each stage's metrics.jsonl, stage.json,
-config.yaml, task_eval.json, training log), so ``minigpt report RUN_DIR`` can redo it at any time, on any
+config.yaml, the evaluation results, training log), so ``minigpt report RUN_DIR`` can redo it at any time, on any
 machine. Everything copied from configs and logs is redacted, and the whole text once more at the end.
 """
 
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from minigpt.errors import MiniGPTError
+from minigpt.report.report_benchmarks import benchmark_section, evaluation_sections
 from minigpt.report.report_plots import TOPICS, StageSeries, draw_all, read_series
 from minigpt.secrets import redact, redact_text
 
@@ -40,7 +41,7 @@ class Stage:
     record: dict[str, Any] = field(default_factory=dict)  # the manifest's entry
     summary: dict[str, Any] = field(default_factory=dict)  # stage.json
     config: dict[str, Any] = field(default_factory=dict)  # config.yaml, secret keys redacted
-    task_eval: dict[str, Any] | None = None
+    evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)  # label → result
     plot: StageSeries | None = None
 
     @property
@@ -96,8 +97,10 @@ def load_stages(run_dir: Path) -> tuple[str, list[Stage]]:
             "train" if summary or (folder / "metrics.jsonl").exists() else "tokenizer"
         )
         stage = Stage(name, folder, kind, record, summary, _read_config(folder / "config.yaml"))
-        task = _read_json(folder / "task_eval.json") or summary.get("task_eval") or None
-        stage.task_eval = task if isinstance(task, dict) else None
+        if kind != "tokenizer":
+            from minigpt.tasks.eval_runner import read_evaluations
+
+            stage.evaluations = read_evaluations(folder)
         stages.append(stage)
     offset = 0
     for stage in stages:
@@ -141,10 +144,6 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _pairs(mapping: dict[str, Any]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in mapping.items())
-
-
-def _pct(rate: Any) -> str:
-    return f"{100 * rate:.1f}%" if isinstance(rate, int | float) else DASH
 
 
 # ---------------------------------------------------------------- sections
@@ -206,63 +205,6 @@ def final_metrics_section(stages: list[Stage]) -> list[str]:
     rows = [[s.name, *(_num(values.get((s.name, k))) for k, _ in columns)] for s in trained]
     note = "Train loss is each stage's own objective: cross-entropy only for pretrain, midtrain and SFT."
     return ["## Final metrics", "", *_table(["stage", *(h for _, h in columns)], rows), "", note, ""]
-
-
-def _wdl(games: dict[str, Any], opponent: str, seat: str) -> str:
-    row = (games.get(opponent) or {}).get(seat)
-    if not row:
-        return DASH
-    text = " / ".join(f"{100 * row[k]['rate']:.0f}" for k in ("win", "draw", "loss"))
-    invalid = row["illegal"]["count"] + row["parse_error"]["count"]
-    return text + (f" ({invalid} invalid)" if invalid else "")
-
-
-def task_section(stages: list[Stage]) -> list[str]:
-    trained = [s for s in stages if s.kind != "tokenizer"]
-    evaluated = [s for s in trained if s.task_eval and "games" in s.task_eval]
-    if not evaluated:
-        return ["## Task evaluation", "", "No stage has a task evaluation (task_eval.json).", ""]
-    header = ["stage", "optimal moves", "outcome-keeping", "illegal / unparseable", "exhaustive losses X / O"]
-    header += ["exhaustive illegal X / O", "vs random as X", "vs random as O", "vs minimax as X"]
-    header += ["vs minimax as O", "unbeatable"]
-    rows = []
-    for s in evaluated:
-        t = s.task_eval or {}
-        opt, ex, games = t.get("optimal_moves") or {}, t.get("exhaustive") or {}, t["games"]
-        bad = [(opt.get(k) or {}).get("rate") for k in ("illegal", "parse_error")]
-        # Per seat: losses, and answers that broke the game (illegal moves plus unparseable ones).
-        seats = [ex.get(seat) or {} for seat in ("X", "O")]
-        ex_losses = " / ".join(_num(c.get("losses")) for c in seats)
-        ex_bad = " / ".join(
-            _num(c.get("illegal", 0) + c.get("parse_errors", 0)) if c else DASH for c in seats
-        )
-        rows.append(
-            [s.name, _pct((opt.get("optimal") or {}).get("rate"))]
-            + [_pct((opt.get("outcome_preserving") or {}).get("rate")), " / ".join(_pct(b) for b in bad)]
-            + [ex_losses, ex_bad]
-            + [_wdl(games, o, seat) for o in ("random", "minimax") for seat in ("X", "O")]
-            + ["**yes**" if t.get("unbeatable") else ("no" if "unbeatable" in t else DASH)]
-        )
-    games_per = (evaluated[0].task_eval or {}).get("settings", {}).get("games_per_opponent", "?")
-    lines = ["## Task evaluation: tic-tac-toe", "", "One row per stage, after that stage trained.", ""]
-    lines += _table(header, rows)
-    lines += [
-        "",
-        "Optimal moves: share of the 4,520 positions where the answer is one of the solver's best moves;",
-        "outcome-keeping: does not worsen the game-theoretic result. Games: win / draw / loss in % "
-        f"({games_per} games per "
-        "opponent and seat). Unbeatable: no loss, illegal move or parse error in the exhaustive check.",
-    ]
-    missing = [s.name for s in trained if s not in evaluated]
-    if missing:
-        lines += ["", f"Not evaluated on the task: {', '.join(missing)}."]
-    from minigpt.tasks.tictactoe.evaluate import format_report
-
-    for s in evaluated:
-        detail = format_report(s.task_eval or {}).split("\n", 1)[1]  # without its own heading
-        lines += ["", f"<details><summary>{s.name}: full arena tables with 95% intervals</summary>", detail]
-        lines += ["</details>"]
-    return [*lines, ""]
 
 
 def plots_section(drawn: dict[str, Path | None], run_dir: Path) -> list[str]:
@@ -377,7 +319,10 @@ def build_report(run_dir: str | Path) -> Path:
     drawn = draw_all([s.plot for s in stages if s.plot is not None], run_dir / "plots", name)
     built = datetime.now().isoformat(timespec="seconds")
     lines = [f"# Report: {name}", "", f"Run folder `{run_dir}`; built {built} from the run's logs.", ""]
-    lines += stages_section(stages) + final_metrics_section(stages) + task_section(stages)
+    lines += stages_section(stages) + final_metrics_section(stages)
+    evaluations = {s.name: s.evaluations for s in stages if s.kind != "tokenizer"}
+    lines += benchmark_section(evaluations, run_dir / "plots", run_dir, name)
+    lines += evaluation_sections(evaluations, [s.name for s in stages if s.kind != "tokenizer"])
     lines += plots_section(drawn, run_dir) + config_section(stages)
     lines += ["## Environment", "", "Of the machine that built this report, unless marked.", ""]
     lines += _table(["item", "value"], [[k, v] for k, v in environment(stages)]) + [""]

@@ -8,6 +8,7 @@ each stage's metrics.jsonl into series and draws them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,3 +230,57 @@ def draw_all(stages: Sequence[StageSeries], out_dir: Path, run_name: str) -> dic
     for slug in (t.slug for t in TOPICS):
         (out_dir / f"{slug}.png").unlink(missing_ok=True)
     return {topic.slug: draw_topic(topic, stages, out_dir, run_name) for topic in TOPICS}
+
+
+BENCHMARKS_SLUG = "benchmarks"
+
+
+def draw_benchmarks(
+    stages: Sequence[str], columns: dict[str, list[float | None]], out_dir: Path, run_name: str
+) -> Path | None:
+    """The evaluation scores after each stage (``columns``: label → one score per stage, None where not
+    evaluated) as one line per score, stages in pipeline order, to ``out_dir/benchmarks.png``; None (and
+    no file) when there is no score. A PNG of an earlier build is removed first."""
+    path = out_dir / f"{BENCHMARKS_SLUG}.png"
+    path.unlink(missing_ok=True)
+    if not stages or not any(v is not None for values in columns.values() for v in values):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on training machines; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    colors = plt.get_cmap("tab10").colors
+    markers = "osD^v<>ph*"
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    try:
+        for index, (label, values) in enumerate(columns.items()):
+            if all(v is None for v in values):
+                continue
+            # NaN breaks the line: a stage not evaluated is a gap, not a straight line across it.
+            ys = [math.nan if v is None else v for v in values]
+            ax.plot(
+                range(len(values)),
+                ys,
+                "-",
+                color=colors[index % len(colors)],
+                # Colours repeat after ten scores; markers tell those apart in print too.
+                marker=markers[(index // len(colors) + index) % len(markers)],
+                markersize=5,
+                linewidth=1.6,
+                label=label,
+            )
+        ax.set_title(f"Evaluation scores after each stage — run {run_name}")
+        ax.set_xlabel("stage (pipeline order)")
+        ax.set_ylabel("score (fraction; higher is better)")
+        ax.set_xticks(range(len(stages)), list(stages))
+        ax.set_xlim(-0.3, len(stages) - 0.7)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best", fontsize=8, handlelength=3.5)
+        fig.tight_layout()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return path

@@ -6,6 +6,7 @@ reported in the same pass as every other field, with its file and line. Torch-fr
 
 from __future__ import annotations
 
+import copy
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -165,45 +166,19 @@ def stage_config_class(name: str) -> type[StageConfig]:
     )
 
 
-def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Relative paths in a stage config are relative to the config file's folder... unless they exist from
-    the working directory (so both `minigpt train` from the repo root and recipes in their folder work)."""
-
-    def fix(value: str) -> str:
-        if not isinstance(value, str) or Path(value).is_absolute() or Path(value).exists():
-            return value
-        candidate = base / value
-        return str(candidate) if candidate.exists() else value
-
-    data = dict(data)
-    if not isinstance(data.get("data") or {}, dict) or not isinstance(data.get("model") or {}, dict):
-        return data  # not a mapping: validation reports it with the file and line
-    d = dict(data.get("data") or {})
-    for key in ("train", "validation"):
-        if isinstance(d.get(key), list):
-            d[key] = [fix(v) for v in d[key]]
-        elif isinstance(d.get(key), str):
-            d[key] = [fix(d[key])]
-    if isinstance(d.get("data_config"), str):
-        d["data_config"] = fix(d["data_config"])
-    if d:
-        data["data"] = d
-    m = dict(data.get("model") or {})
-    for key in ("init", "tokenizer"):
-        if isinstance(m.get(key), str):
-            m[key] = fix(m[key])
-    if m:
-        data["model"] = m
-    return data
-
-
 def load_stage_config(
     path: str | Path, overrides: list[str] | None = None, defaults: dict[str, Any] | None = None
 ) -> StageConfig:
     """Load and validate a stage config, its ``algo`` against the stage's own fields, in one pass."""
+    from minigpt.config_paths import canonical, resolve_stage_paths
+
     raw, lines = read_yaml(path)
     if defaults:
         raw = {**defaults, **raw}
+    # The file's paths are relative to its folder; the --set values, given on the command line, to the
+    # working directory (minigpt.config_paths).
+    raw = resolve_stage_paths(raw, Path(canonical(path, Path.cwd())).parent, source=str(path), lines=lines)
+    written = copy.deepcopy(raw)
     raw = apply_overrides(raw, overrides)
-    raw = resolve_paths(raw, Path(path).parent)
+    raw = resolve_stage_paths(raw, Path.cwd(), previous=written, source="--set")
     return validate(StageConfig, raw, str(path), lines)

@@ -1,6 +1,11 @@
-"""The hooks every stage's trainer gets: token counting, metric naming, throughput/MFU/ETA, the non-finite
-loss / gradient and failed-reward guard (stop, or skip up to ``train.max_bad_steps`` steps) and atomic
-checkpoint writes."""
+"""The hooks every stage's trainer gets, as one layer between the stage and a transformers/TRL trainer: token
+counting, metric naming, throughput/MFU/ETA, the non-finite loss / gradient and failed-reward guard (stop, or
+skip up to ``train.max_bad_steps`` steps) and atomic checkpoint writes.
+
+A stage builds its trainer as ``hooked(TRLTrainer)(..., minigpt_stage=self)`` (or subclasses a hooked class when
+it adds behaviour of its own); the run state comes with the stage at construction. The private
+transformers/TRL methods overridden here and in ``stages/rl/trl_group_stage.py`` are listed in
+``PRIVATE_OVERRIDES``, whose signatures a test pins against the installed versions."""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +36,12 @@ MINIGPT_STATE = "minigpt_state.json"
 
 
 class MiniGPTTrainerMixin:
-    """Put first in the bases of any transformers/TRL trainer: ``class X(MiniGPTTrainerMixin, DPOTrainer)``."""
+    """First in the bases of a transformers/TRL trainer (see :func:`hooked`). Construction takes the stage
+    (``minigpt_stage=``) and, for RL stages, the reward functions whose failures the guard handles."""
 
     minigpt_state: RunState
     minigpt_stage: Stage
+    minigpt_rewards: tuple[NamedReward, ...] = ()
     minigpt_skipped_steps: int = 0
     """Optimizer steps skipped so far because their loss or gradient norm was not finite."""
     _minigpt_loss_sum: torch.Tensor | None = None
@@ -45,6 +54,19 @@ class MiniGPTTrainerMixin:
     _minigpt_reward_fault: RewardFault | None = None
     """The first reward fault of the optimizer step being taken (``train.max_bad_steps`` > 0): the step is
     skipped in ``_get_grad_norm``."""
+
+    def __init__(self, *args: Any, minigpt_stage: Stage, minigpt_rewards: Sequence[Any] = (), **kwargs: Any):
+        self.minigpt_stage = minigpt_stage
+        self.minigpt_state = minigpt_stage.ctx.state
+        self.minigpt_rewards = tuple(fn for fn in minigpt_rewards if isinstance(fn, NamedReward))
+        skip = minigpt_stage.ctx.cfg.train.max_bad_steps > 0  # else a failed reward raises where it is called
+        for fn in self.minigpt_rewards:
+            fn.skip_faults = skip
+        # First, so that every other callback's on_log sees the project's names.
+        self.minigpt_metrics = MetricsCallback(self)
+        kwargs["callbacks"] = [self.minigpt_metrics, *(kwargs.get("callbacks") or [])]
+        super().__init__(*args, **kwargs)
+        quiet_progress(self)
 
     # ------------------------------------------------------------ non-finite loss / gradient guard
 
@@ -183,8 +205,8 @@ class MiniGPTTrainerMixin:
     def _minigpt_pop_reward_faults(self) -> list[RewardFault]:
         """The faults the reward functions recorded since the last call (``train.max_bad_steps`` > 0)."""
         faults: list[RewardFault] = []
-        for fn in getattr(self, "reward_funcs", None) or ():
-            if isinstance(fn, NamedReward) and fn.faults:
+        for fn in self.minigpt_rewards:
+            if fn.faults:
                 faults.extend(fn.faults)
                 fn.faults.clear()
         return faults
@@ -329,41 +351,33 @@ class MiniGPTTrainerMixin:
             self.accelerator.wait_for_everyone()
 
 
-def attach(trainer: Trainer, stage: Stage, state: RunState) -> Trainer:
-    trainer.minigpt_state = state
-    trainer.minigpt_stage = stage
-    skip = stage.ctx.cfg.train.max_bad_steps > 0  # else a failed reward raises where it is called
-    for fn in getattr(trainer, "reward_funcs", None) or ():
-        if isinstance(fn, NamedReward):
-            fn.skip_faults = skip
-    return trainer
+@cache
+def hooked(base: type, *mixins: type, **attributes: Any) -> type:
+    """``base`` (a transformers/TRL trainer class) with the project's hooks first in its bases, then ``mixins``,
+    and class ``attributes``; one class per combination."""
+    bases = (MiniGPTTrainerMixin, *mixins, base)
+    return type(f"Hooked{base.__name__}", bases, dict(attributes))
 
 
 class MetricsCallback(TrainerCallback):
     """Turns each transformers/TRL log call into docs/design.md §5 metrics and sends them to the run log."""
 
-    def __init__(self, state: RunState, trainer_ref: list):
-        self.state = state
-        self.trainer_ref = trainer_ref  # filled after the trainer exists (callbacks are built first)
+    def __init__(self, trainer: MiniGPTTrainerMixin):
+        self.trainer = trainer
+        self.state = trainer.minigpt_state
         self.last_eval_step: int | None = None
         self.last_eval: dict[str, float] = {}
 
     def _reducer(self):
         """Sums per-process numbers over all processes (None in a single process: nothing to add)."""
-        trainer = self.trainer_ref[0] if self.trainer_ref else None
-        if trainer is None or trainer.accelerator.num_processes == 1:
+        if self.trainer.accelerator.num_processes == 1:
             return None
-        device = trainer.accelerator.device
+        device = self.trainer.accelerator.device
         return lambda values: sum_over_processes(values, device)
 
     def _merge(self):
         """Combines per-process (sum, weight) pairs of averaged metrics (None in a single process)."""
         return merge_sums if self._reducer() is not None else None
-
-    def _num_tokens(self, state) -> int:
-        trainer = self.trainer_ref[0] if self.trainer_ref else None
-        sync = getattr(trainer, "minigpt_sync_tokens", None)
-        return sync() if sync is not None else int(state.num_input_tokens_seen)
 
     def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kwargs):
         if not logs:
@@ -379,17 +393,12 @@ class MetricsCallback(TrainerCallback):
                     f"{key} is {value} at step {state.global_step}: training stopped. The newest checkpoint "
                     "before this step is intact; lower train.lr, check the data, or resume from it."
                 )
-        trainer = self.trainer_ref[0] if self.trainer_ref else None
-        if (
-            "train/loss" in metrics
-            and trainer is not None
-            and trainer.minigpt_stage.ctx.cfg.train.max_bad_steps
-        ):
-            metrics["train/skipped_steps"] = getattr(trainer, "minigpt_skipped_steps", 0)
+        if "train/loss" in metrics and self.trainer.minigpt_stage.ctx.cfg.train.max_bad_steps:
+            metrics["train/skipped_steps"] = self.trainer.minigpt_skipped_steps
         if "train/loss" in metrics:
             # Both are collectives: transformers calls on_log on every process with the same logs.
             metrics.update(self.state.throughput.window(state.global_step, state.max_steps, self._reducer()))
-            metrics["train/num_tokens"] = self._num_tokens(state)
+            metrics["train/num_tokens"] = self.trainer.minigpt_sync_tokens()
             metrics.update(self.state.pop_means("train/", self._merge()))
             if self.state.flops_per_token and self.state.peak_flops:
                 metrics["train/mfu_percent"] = mfu_percent(
@@ -428,3 +437,49 @@ def quiet_progress(trainer: Trainer) -> None:
     trainer.remove_callback(PrinterCallback)
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(_BarOnly())
+
+
+# The private methods of transformers/TRL that the project overrides, with the parameters it relies on; pinned
+# against the installed versions by tests/stages/test_trainer_hooks.py (an upgrade that renames or reshapes
+# one fails there, not silently mid-run).
+PRIVATE_OVERRIDES: dict[str, dict[str, tuple[str, ...]]] = {
+    "transformers:Trainer": {
+        "_get_grad_norm": ("self", "model", "grad_norm"),
+        "_maybe_log_save_evaluate": (
+            "self",
+            "tr_loss",
+            "grad_norm",
+            "model",
+            "trial",
+            "epoch",
+            "ignore_keys_for_eval",
+            "start_time",
+            "learning_rate",
+        ),
+        "_run_epoch": (
+            "self",
+            "model",
+            "epoch",
+            "train_dataloader",
+            "steps_in_epoch",
+            "num_update_steps_per_epoch",
+            "trial",
+            "ignore_keys_for_eval",
+            "start_time",
+            "resume_from_checkpoint",
+            "epochs_trained",
+            "steps_trained_in_current_epoch",
+        ),
+        "_get_output_dir": ("self", "trial"),
+        "_save_checkpoint": ("self", "model", "trial"),
+        "_load_optimizer_and_scheduler": ("self", "checkpoint"),
+    },
+    "trl:GRPOTrainer": {
+        "_generate": ("self", "prompts"),
+        "_generate_and_score_completions": ("self", "inputs"),
+    },
+    "trl:RLOOTrainer": {
+        "_generate": ("self", "prompts"),
+        "_generate_and_score_completions": ("self", "inputs"),
+    },
+}

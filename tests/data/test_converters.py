@@ -23,7 +23,7 @@ def test_alpaca_without_input_has_no_input_block() -> None:
     ):
         out = convert("alpaca", row, "conversations")
         assert out == {
-            "conversations": [
+            "messages": [
                 {"role": "user", "content": "Name a colour."},
                 {"role": "assistant", "content": "Blue."},
             ]
@@ -33,15 +33,15 @@ def test_alpaca_without_input_has_no_input_block() -> None:
 def test_alpaca_with_input_and_system() -> None:
     row = {"instruction": "Translate to French.", "input": "Good night", "output": "Bonne nuit", "text": ""}
     out = convert("alpaca", row, "conversations", system="Be brief.")
-    assert [m["role"] for m in out["conversations"]] == ["system", "user", "assistant"]
-    assert out["conversations"][1]["content"] == "Translate to French.\n\nGood night"
+    assert [m["role"] for m in out["messages"]] == ["system", "user", "assistant"]
+    assert out["messages"][1]["content"] == "Translate to French.\n\nGood night"
 
 
 def test_code_alpaca_layout() -> None:
     row = {"instruction": "Reverse a string.", "input": "s = 'abc'", "output": "s[::-1]"}
     out = convert("code_alpaca", row, "conversations")
-    assert out["conversations"][0]["content"] == "Reverse a string.\n\ns = 'abc'"
-    assert out["conversations"][1]["content"] == "s[::-1]"
+    assert out["messages"][0]["content"] == "Reverse a string.\n\ns = 'abc'"
+    assert out["messages"][1]["content"] == "s[::-1]"
 
 
 GSM8K = {
@@ -53,9 +53,9 @@ GSM8K = {
 def test_gsm8k_conversations_keep_full_solution_and_answer_column() -> None:
     out = convert("gsm8k", GSM8K, "conversations")
     assert out["answer"] == "1234"  # commas stripped
-    assert out["conversations"][1]["content"] == GSM8K["answer"]  # the whole solution, '####' line included
+    assert out["messages"][1]["content"] == GSM8K["answer"]  # the whole solution, '####' line included
     stripped = convert("gsm8k", GSM8K, "conversations", strip_calculations=True)
-    assert "<<" not in stripped["conversations"][1]["content"]
+    assert "<<" not in stripped["messages"][1]["content"]
 
 
 def test_gsm8k_prompt_only_drops_solution_keeps_answer() -> None:
@@ -99,7 +99,7 @@ def test_hh_rlhf_multi_turn_shared_turns_become_the_prompt() -> None:
     assert out["rejected"] == [{"role": "assistant", "content": "Buy it."}]
     # the same pair as SFT data: the prompt plus the chosen answer
     sft = convert("hh_rlhf", row, "conversations")
-    assert sft["conversations"][-1]["content"] == "Start with a starter." and len(sft["conversations"]) == 4
+    assert sft["messages"][-1]["content"] == "Start with a starter." and len(sft["messages"]) == 4
 
 
 def test_hh_rlhf_identical_pair_and_malformed_transcript() -> None:
@@ -123,7 +123,7 @@ def test_sharegpt_with_system_turn() -> None:
         ],
     }
     out = convert("sharegpt", row, "conversations")
-    assert [m["role"] for m in out["conversations"]] == ["system", "user", "assistant", "user", "assistant"]
+    assert [m["role"] for m in out["messages"]] == ["system", "user", "assistant", "user", "assistant"]
     assert "id" not in out
     assert convert("sharegpt", row, "conversations", keep=["id"])["id"] == "x1"
 
@@ -137,13 +137,11 @@ def test_sharegpt_unknown_speaker_names_the_turn() -> None:
 
 def test_openai_messages_and_conversations_key() -> None:
     msgs = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4", "name": "bot"}]
-    assert convert("openai", {"messages": msgs}, "conversations")["conversations"][1] == {
+    assert convert("openai", {"messages": msgs}, "conversations")["messages"][1] == {
         "role": "assistant",
         "content": "4",
     }
-    assert (
-        convert("openai", {"conversations": msgs}, "conversations")["conversations"][0]["content"] == "2+2?"
-    )
+    assert convert("openai", {"conversations": msgs}, "conversations")["messages"][0]["content"] == "2+2?"
 
 
 def test_prompt_only_drops_last_assistant_turn_and_keeps_columns() -> None:
@@ -184,6 +182,18 @@ def test_user_converter_by_import_path_and_unknown_name(tmp_path, monkeypatch) -
         CONVERTERS.get("alpacca")
 
 
-def test_validate_row_accepts_messages_for_conversations() -> None:
-    row = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "meta": {}}
-    assert "conversations" in validate_row(row, "conversations")
+def test_validate_row_writes_messages_and_renames_the_older_conversations_key() -> None:
+    turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    assert validate_row({"messages": turns, "meta": {}}, "conversations") == {"messages": turns, "meta": {}}
+    renamed = validate_row({"conversations": turns, "answer": "4"}, "conversations")
+    assert renamed == {"messages": turns, "answer": "4"}
+    # both keys: messages wins, and the other stays an extra column like any other
+    both = validate_row({"messages": turns, "conversations": "kept"}, "conversations")
+    assert both == {"messages": turns, "conversations": "kept"}
+    # errors name the key the row used
+    with pytest.raises(DataError) as info:
+        validate_row({"conversations": turns[:1]}, "conversations")
+    assert info.value.field == "conversations[0].role"
+    with pytest.raises(DataError) as info:
+        validate_row({"dialogue": turns}, "conversations")
+    assert info.value.field == "messages" and "needs messages (or conversations)" in str(info.value)

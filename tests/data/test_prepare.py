@@ -72,7 +72,7 @@ def test_reuse_only_when_fingerprint_matches(
     data["sources"][0]["converter_args"] = {"system": "Be kind."}
     sft_config.write_text(yaml.safe_dump(data))
     assert fresh()
-    assert read_jsonl(out_dir / "sft_general_train.jsonl")[0]["conversations"][0]["role"] == "system"
+    assert read_jsonl(out_dir / "sft_general_train.jsonl")[0]["messages"][0]["role"] == "system"
     assert not fresh()
     # a source file's content, with size and mtime unchanged
     source = sft_config.parent / "data" / "alpaca.jsonl"

@@ -7,11 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 from support import SMALL, copy_pairs, digit_prompts, write_jsonl
+from trl import DPOTrainer
 
 from minigpt.errors import ConfigError
 from minigpt.runner import run_stage
 from minigpt.stages.preference import dpo
 from minigpt.stages.stage_config import StageConfig
+from minigpt.stages.trainer_hooks import hooked
 
 WITH_BIASES = {**SMALL, "attention_bias": True}
 
@@ -42,13 +44,13 @@ def _biases(model) -> dict[str, torch.Tensor]:
 def test_dpo_reference_stays_the_initial_model(tmp_path, tiny_tokenizer_dir, monkeypatch, bias):
     trainers = []
 
-    class Recording(dpo.MiniGPTDPOTrainer):
+    class Recording(hooked(DPOTrainer)):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.adapters_at_start = sorted(self.model.peft_config)  # the export later drops TRL's "ref"
             trainers.append(self)
 
-    monkeypatch.setattr(dpo, "MiniGPTDPOTrainer", Recording)
+    monkeypatch.setattr(dpo, "hooked", lambda base: Recording)
     train = write_jsonl(tmp_path / "pairs.jsonl", copy_pairs(64, 1))
     cfg = _cfg(tmp_path, tiny_tokenizer_dir, "dpo", train, bias)
     run_stage(cfg, console=False)

@@ -17,7 +17,7 @@ from minigpt.cli import main
 from minigpt.errors import ConfigError
 from minigpt.perf.measure import Device, Row, TokenCounter, mfu
 from minigpt.perf.perf_table import build_report, check_targets, format_table
-from minigpt.perf.spec import WORKLOADS, GRPOShape, LMShape, parse_workloads, shape_for
+from minigpt.perf.spec import SIZES, WORKLOADS, GRPOShape, LMShape, parse_workloads, shape_for, shape_label
 
 EXPECTED = {
     "pretrain-26m": ["project", "trl-sft", "plain-eager"],
@@ -27,6 +27,8 @@ EXPECTED = {
     "decode": ["generate-4seq", "generate-4seq-static", "generate-16seq", "generate-16seq-static"],
 }
 _RATIO = re.compile(r"^\d+\.\d\dx ")
+LABELS = {w: shape_label(w, shape_for(w, "tiny")) for w in WORKLOADS}
+"""The printed name of each workload at tiny size."""
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,7 @@ def test_every_row_is_printed_with_its_figures(bench):
     code, text, _ = bench
     assert code == 0, text
     table = _table_rows(text)
-    expected = {(w, impl) for w, impls in EXPECTED.items() for impl in impls}
+    expected = {(LABELS[w], impl) for w, impls in EXPECTED.items() for impl in impls}
     assert set(table) == expected
     for key, (tps, mfu_cell, memory, ratio) in table.items():
         assert float(tps.replace(",", "")) > 0, key
@@ -77,6 +79,7 @@ def test_every_row_is_printed_with_its_figures(bench):
     assert text.count("[owed]") == 6
 
 
+@pytest.mark.slow
 def test_json_has_the_same_figures(bench):
     _, _, report = bench
     rows = {(r["workload"], r["implementation"]): r for r in report["rows"]}
@@ -94,6 +97,7 @@ def test_json_has_the_same_figures(bench):
     assert [t["status"] for t in report["targets"]] == ["owed"] * 6
 
 
+@pytest.mark.slow
 def test_token_accounting_is_exact(bench):
     _, _, report = bench
     rows = {(r["workload"], r["implementation"]): r for r in report["rows"]}
@@ -110,6 +114,9 @@ def test_token_accounting_is_exact(bench):
         row = rows[("grpo-step", impl)]
         assert 0 < row["tokens"] <= grpo.steps * grpo.prompts * grpo.generations * grpo.completion
         assert row["extra"]["generation_seconds_per_step"] > 0 and row["extra"]["update_seconds_per_step"] > 0
+        steps = row["extra"]["step_seconds"]
+        assert len(steps) == grpo.steps and sum(steps) <= row["seconds"]  # the window adds the gaps
+        assert row["extra"]["step_spread"] == pytest.approx(max(steps) / min(steps))
     decode = shape_for("decode", "tiny")
     for impl in ("generate-16seq", "generate-16seq-static"):
         assert rows[("decode", impl)]["tokens"] == 16 * decode.new_tokens * decode.steps
@@ -117,6 +124,7 @@ def test_token_accounting_is_exact(bench):
     assert rows[("decode", "generate-4seq-static")]["ratio_basis"] == "generate-4seq"  # the dynamic row
 
 
+@pytest.mark.slow
 def test_trl_baselines_record_what_was_changed(bench):
     _, _, report = bench
     rows = {(r["workload"], r["implementation"]): r for r in report["rows"]}
@@ -128,6 +136,93 @@ def test_trl_baselines_record_what_was_changed(bench):
     assert rows[("pretrain-26m", "project")]["settings"]["path"] == "minigpt.runner.run_stage"
     # On a CPU the project's GRPO row keeps the dynamic KV cache (the static one is compiled on GPU only).
     assert "cache_implementation" not in rows[("grpo-step", "project-grpo")]["settings"]["algo"]
+    # Both GRPO sides log at their own defaults: no per-step log in the project's timed window only.
+    assert "log_interval" not in rows[("grpo-step", "project-grpo")]["settings"]["train"]
+    assert "logging_steps" not in grpo["changed_from_defaults"]
+
+
+@pytest.mark.slow
+def test_rows_are_printed_under_the_shapes_they_ran(bench):
+    _, text, report = bench
+    table = _table_rows(text)
+    printed = {workload for workload, _ in table}
+    assert printed == set(LABELS.values())
+    for name in printed:  # the tiny preset cut to 2 layers, whatever the workload's id says
+        assert "L2 d128 v1024" in name and "26m" not in name and "100m" not in name, name
+    assert "pretrain L2 d128 v1024 seq64 b4" in printed and "pretrain L2 d128 v1024 seq128 b2" in printed
+    assert "grpo-step L2 d128 v1024 2px4g prompt8 compl16" in printed
+    for row in report["rows"]:  # the JSON keeps the id (what --workloads selects) and the shape run
+        assert row["shape"] == LABELS[row["workload"]]
+        assert report["meta"]["shapes"][row["workload"]]["label"] == row["shape"]
+    assert "pretrain L2 d128 v1024 seq64 b4 (--workloads pretrain-26m):" in text
+    assert "(this run, pretrain L2 d128 v1024 seq64 b4: " in text  # a target's tiny figure names its shape
+
+
+def test_shape_labels_name_layers_hidden_vocab_and_sizes():
+    real = {w: shape_label(w, shape_for(w, "real")) for w in WORKLOADS}
+    assert real["pretrain-26m"] == "pretrain L8 d512 v6400 seq512 b64"
+    assert real["pretrain-100m"] == "pretrain L12 d768 v32768 seq1024 b32"
+    assert real["sft-packed"] == "sft-packed L8 d512 v6400 seq512 b64"
+    assert real["grpo-step"] == "grpo-step L8 d512 v6400 8px8g prompt32 compl256"
+    assert real["decode"] == "decode L8 d512 v6400 prompt32 new256"
+    for size in SIZES:  # one printed name per workload
+        names = [shape_label(w, shape_for(w, size)) for w in WORKLOADS]
+        assert len(set(names)) == len(names), size
+    # the label follows the model actually built (overrides), not the preset's name
+    grown = LMShape("tiny", seq=32, batch=2, warmup=0, steps=1, overrides={"num_hidden_layers": 3})
+    assert shape_label("pretrain-100m", grown) == "pretrain L3 d128 v1024 seq32 b2"
+
+
+def test_unsteady_grpo_rows_are_flagged():
+    def grpo(impl: str, steps: list[float]) -> Row:
+        extra = {
+            "generation_seconds_per_step": 0.1,
+            "update_seconds_per_step": 0.1,
+            "step_seconds": steps,
+            "step_spread": max(steps) / min(steps),
+        }
+        return _row(
+            "grpo-step", impl, 100.0, extra=extra, shape="grpo-step L2 d128 v1024 2px4g prompt8 compl16"
+        )
+
+    meta = {
+        "size": "tiny",
+        "device": "cpu",
+        "device_name": "cpu",
+        "versions": dict.fromkeys(("torch", "transformers", "trl"), "v"),
+    }
+    report = build_report([grpo("project-grpo", [0.2, 0.2, 0.21]), grpo("trl-grpo", [0.2, 1.5, 0.2])], meta)
+    text = format_table(report)
+    flagged = [line for line in text.splitlines() if "UNSTEADY" in line]
+    assert len(flagged) == 1 and "trl-grpo" in flagged[0] and "7.5x the fastest" in flagged[0]
+
+
+def test_cpu_bench_defaults_to_one_thread(monkeypatch):
+    import minigpt.perf.harness as harness
+
+    seen = []
+
+    def fake_run_bench(**kwargs):
+        seen.append(torch.get_num_threads())
+        meta = {
+            "size": "tiny",
+            "device": "cpu",
+            "device_name": "cpu",
+            "versions": dict.fromkeys(("torch", "transformers", "trl"), "v"),
+        }
+        return build_report([], meta)
+
+    monkeypatch.setattr(harness, "run_bench", fake_run_bench)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["bench", "--workloads", "decode"]) == 0
+            assert main(["bench", "--workloads", "decode", "--threads", "2"]) == 0
+    finally:
+        torch.set_num_threads(previous)
+    assert seen == [1, 2]
 
 
 def test_real_shapes_are_the_design_shapes():

@@ -222,7 +222,7 @@ def overlong_rows_refused(tmp, tok, data):
     return (
         _train(cfg),
         out,
-        [f"{data}:1: field 'conversations':", "tokens > data.max_length 16 (data.overlong: error)"],
+        [f"{data}:1: field 'messages':", "tokens > data.max_length 16 (data.overlong: error)"],
     )
 
 
@@ -302,9 +302,7 @@ def test_overlong_conversations_are_truncated_or_dropped_with_a_count_or_refused
     examples, stats = encode_conversations(rows, tok, 48, "drop", "d.jsonl")
     assert len(examples) == 1 and stats.dropped == 2
     assert stats.drop_reasons == {"longer than max_length": 2}
-    with pytest.raises(
-        DataError, match=r"^d.jsonl:2: field 'conversations': \d+ tokens > data.max_length 48"
-    ):
+    with pytest.raises(DataError, match=r"^d.jsonl:2: field 'messages': \d+ tokens > data.max_length 48"):
         encode_conversations(rows, tok, 48, "error", "d.jsonl")
 
 

@@ -76,9 +76,9 @@ BAD_ROWS: dict[str, tuple[str, Any, str | None, str]] = {
                            "mistyped field: expected a {role, content} object, got str"),
     "conversations not a list": ("conversations", {"conversations": "hi"}, "conversations",
                                  "mistyped field: expected a list of messages, got str"),
-    "no turns": ("conversations", {"messages": []}, "conversations", "empty conversation: no turns"),
-    "missing conversations": ("conversations", {"dialogue": []}, "conversations",
-                              "missing field: a conversations row needs conversations"),
+    "no turns": ("conversations", {"messages": []}, "messages", "empty conversation: no turns"),
+    "missing conversations": ("conversations", {"dialogue": []}, "messages",
+                              "missing field: a conversations row needs messages (or conversations)"),
     "text row for a chat stage": ("conversations", {"text": "hi"}, None,
                                   "wrong schema: a text row cannot be turned into a conversations row"),
     "empty text": ("text", {"text": " \n"}, "text", "empty text"),
@@ -165,8 +165,9 @@ def test_a_bad_validation_file_is_checked_too(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- files read by what they are
 
 
-CHATS = [
-    conv(turn("user", f"what is {i} + 1?"), turn("assistant", f"{i + 1}")) | {"id": str(i)} for i in range(5)
+CHATS = [  # clean rows: turns under messages, the key a prepared row is written with
+    {"messages": [turn("user", f"what is {i} + 1?"), turn("assistant", f"{i + 1}")], "id": str(i)}
+    for i in range(5)
 ]
 
 
@@ -228,11 +229,13 @@ def test_rows_are_normalised_as_in_a_mixture(tmp_path: Path) -> None:
     plain = write_lines(tmp_path / "p.jsonl", [{"prompt": "hi", "answer": "4"}])
     assert direct_rows(tmp_path, plain, "prompt_only") == [{"prompt": [turn("user", "hi")], "answer": "4"}]
     chats = write_lines(tmp_path / "c.jsonl", [{"messages": [U | {"name": "x"}, A], "answer": "4"}])
-    assert direct_rows(tmp_path, chats, "conversations") == [{"conversations": [U, A], "answer": "4"}]
+    assert direct_rows(tmp_path, chats, "conversations") == [{"messages": [U, A], "answer": "4"}]
+    legacy = write_lines(tmp_path / "l.jsonl", [{"conversations": [U, A], "answer": "4"}])
+    assert direct_rows(tmp_path, legacy, "conversations") == [{"messages": [U, A], "answer": "4"}]
     # SFT on a preference pair trains on the preferred answer; RL on a conversation drops its last answer.
     pairs = write_lines(tmp_path / "d.jsonl", [GOOD["preference"]])
     assert direct_rows(tmp_path, pairs, "conversations") == [
-        {"conversations": [turn("user", "hi"), turn("assistant", "good")]}
+        {"messages": [turn("user", "hi"), turn("assistant", "good")]}
     ]
     assert direct_rows(tmp_path, chats, "prompt_only") == [{"prompt": [U], "answer": "4"}]
 

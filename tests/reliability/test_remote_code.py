@@ -139,9 +139,13 @@ def test_load_player_refuses_a_folder_with_custom_code(custom_dir: Path) -> None
     assert str(caught.value) == _refusal(custom_dir, CLI)
 
 
-@pytest.mark.parametrize("command", ["eval", "chat", "play"])
+# Every command that loads a model folder, with the options it needs besides the folder.
+LOADERS = {"eval": [], "chat": [], "play": [], "serve": [], "export": ["--format", "gguf"]}
+
+
+@pytest.mark.parametrize("command", list(LOADERS))
 def test_the_cli_refuses_it_in_one_error_line(command: str, custom_dir: Path, capsys) -> None:
-    assert main([command, str(custom_dir)]) == 2
+    assert main([command, str(custom_dir), *LOADERS[command]]) == 2
     printed = capsys.readouterr()
     assert printed.out == ""
     assert printed.err == f"error: {_refusal(custom_dir, CLI)}\n"
@@ -190,6 +194,6 @@ def test_the_flag_reaches_every_load(trust: bool, model_dir: Path, monkeypatch) 
     load_player(model_dir, device="cpu", trust_remote_code=trust)
     assert seen == [("AutoTokenizer", trust), ("AutoModelForCausalLM", trust)] * 2
     parser = build_parser()
-    for command in ("chat", "eval", "play"):
-        assert parser.parse_args([command, "x"]).trust_remote_code is False
-        assert parser.parse_args([command, "x", "--trust-remote-code"]).trust_remote_code is True
+    for command, extra in LOADERS.items():
+        assert parser.parse_args([command, "x", *extra]).trust_remote_code is False
+        assert parser.parse_args([command, "x", *extra, "--trust-remote-code"]).trust_remote_code is True

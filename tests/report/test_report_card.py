@@ -78,7 +78,17 @@ def _write_stage(run: Path, name: str, steps: int, agent, extra_config: dict | N
         f"{name} started\nmodel tiny: 1 parameters; device cpu; 1 process(es)\ntoken {SECRET}\n"
     )
     result = evaluate_player(agent, games_per_opponent=6, seed=1)
-    (folder / "task_eval.json").write_text(json.dumps(result))
+    (folder / "task_eval.json").write_text(json.dumps(result))  # the older file, without "task"
+    if name in GSM8K:
+        n, correct = GSM8K[name]
+        gsm8k = {"task": "gsm8k", "n": n, "correct": correct, "exact_match": correct / n, "no_number": 0}
+        (folder / "eval_gsm8k.json").write_text(json.dumps(gsm8k | {"failure_examples": []}))
+    samples = [{"prompt": "Say hi.", "completion": f"hi from {name}\nbye"}]
+    (folder / "eval_samples.json").write_text(json.dumps({"task": "samples", "samples": samples}))
+
+
+# Exact matches (rows, correct) of two stages; grpo has no GSM8K result.
+GSM8K = {"sft": (8, 3), "dpo": (8, 4)}
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +150,7 @@ def test_one_valid_png_per_topic(run_dir):
     import matplotlib.image
 
     expected = {"loss_train", "loss_eval", "objective", "reward", "kl", "dpo_margins", "dpo_accuracy"}
-    expected |= {"throughput", "learning_rate"}
+    expected |= {"throughput", "learning_rate", "benchmarks"}
     assert {p.stem for p in (run_dir / "plots").glob("*.png")} == expected
     for stem in expected:
         path = run_dir / "plots" / f"{stem}.png"
@@ -195,3 +205,53 @@ def test_through_the_cli(run_dir, tmp_path, monkeypatch, capsys):
     assert main(["report", str(run_dir)]) == 0
     assert main(["report", str(tmp_path)]) == 2  # a clear one-line error, no traceback
     assert "no stages found" in capsys.readouterr().err
+
+
+def _table_rows(section: str) -> dict[str, list[str]]:
+    rows = [line.strip("|").split(" | ") for line in section.splitlines() if line.startswith("| ")]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}
+
+
+def test_benchmark_table_has_every_headline_score_per_stage(run_dir):
+    from minigpt.tasks.tictactoe import MixedAgent, RandomAgent, evaluate_player
+
+    section = _section((run_dir / "report.md").read_text(), "## Benchmarks")
+    header = next(line for line in section.splitlines() if line.startswith("| stage"))
+    columns = [c.strip() for c in header.strip("|").split("|")][1:]
+    assert columns == [
+        "tictactoe: optimal moves",
+        "tictactoe: outcome-keeping",
+        "tictactoe: wins vs random",
+        "gsm8k: exact match",
+    ]
+    rows = _table_rows(section)
+    assert list(rows) == ["sft", "dpo", "grpo"]
+    # By hand: the same agents and seeds as the fake run; wins vs random pooled over both seats.
+    for stage, agent in (("sft", RandomAgent(seed=3)), ("dpo", MixedAgent(epsilon=0.3, seed=3))):
+        r = evaluate_player(agent, games_per_opponent=6, seed=1)
+        wins = r["games"]["random"]["X"]["win"]["count"] + r["games"]["random"]["O"]["win"]["count"]
+        expected = [r["optimal_moves"]["optimal"]["rate"], r["optimal_moves"]["outcome_preserving"]["rate"]]
+        expected += [wins / 12]
+        assert rows[stage][:3] == [f"{100 * v:.1f}" for v in expected]
+    assert rows["grpo"][:2] == ["100.0", "100.0"]  # minimax plays only optimal moves
+    assert [rows[s][3] for s in ("sft", "dpo", "grpo")] == ["37.5", "50.0", "—"]  # 3/8, 4/8, not evaluated
+    assert "![Evaluation scores after each stage](plots/benchmarks.png)" in section
+
+
+def test_generic_section_and_samples_side_by_side(run_dir):
+    text = (run_dir / "report.md").read_text()
+    gsm8k = _section(text, "## Task evaluation: GSM8K")
+    assert _table_rows(gsm8k) == {"sft": ["37.5%"], "dpo": ["50.0%"]}
+    assert "Exact match: 3 of 8 (37.5%)" in gsm8k and "Not evaluated: grpo." in gsm8k
+    samples = _section(text, "## Task evaluation: samples")
+    assert "**Prompt:** Say hi." in samples
+    assert _table_rows(samples) == {s: [f"hi from {s} ⏎ bye"] for s in ("sft", "dpo", "grpo")}
+
+
+def test_old_and_new_result_files_are_read(run_dir):
+    from minigpt.tasks.eval_runner import read_evaluations
+
+    found = read_evaluations(run_dir / "sft")
+    assert set(found) == {"tictactoe", "gsm8k", "samples"}
+    assert found["tictactoe"]["task"] == "tictactoe" and "games" in found["tictactoe"]
+    assert read_evaluations(run_dir / "grpo").keys() == {"tictactoe", "samples"}

@@ -93,6 +93,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_the_command_serves_until_interrupted(scripted_model_dir):
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -30,7 +30,7 @@ def browser():
     )
     options = webdriver.ChromeOptions()
     options.binary_location = BROWSER
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,560"):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,720"):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
     yield driver
@@ -72,10 +72,9 @@ def test_play_a_move_and_chat_in_the_browser(browser, start_server, scripted_mod
 
     browser.find_element(By.ID, "prompt").send_keys("Your move?")
     browser.find_element(By.ID, "send").click()
-    _wait_for(
-        browser, lambda d: text(".msg.assistant") == SCRIPTED_ANSWER, f"the chat answer ({text('#log')!r})"
-    )
-    assert text(".msg.user") == "Your move?"
+    # The answer is complete when the Send button is enabled again (its stream has ended).
+    _wait_for(browser, lambda d: d.find_element(By.ID, "send").is_enabled(), "the end of the chat answer")
+    assert text(".msg.user") == "Your move?" and text(".msg.assistant") == SCRIPTED_ANSWER, text("#log")
 
     png = _small_png(browser.get_screenshot_as_png())
     assert png.startswith(b"\x89PNG") and len(png) < 200_000

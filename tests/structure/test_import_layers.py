@@ -27,6 +27,9 @@ def _imported_after(code: str) -> set[str]:
         # a whole recipe validated, keyed and planned: every stage's algo checked against its Params
         "from minigpt.cli import main; main(['run', 'recipes/tictactoe.yaml', '--dry-run', "
         "'--set', 'output_dir=/tmp/minigpt-dry-run-probe'])",
+        # every evaluation task's args, and the eval command with the flags tasks bring
+        "from minigpt.registry import EVAL_TASKS; [EVAL_TASKS.get(n).params() for n in ('tictactoe', 'gsm8k')]; "
+        "from minigpt.cli import build_parser; build_parser().parse_args(['eval', 'x', '--task', 'samples'])",
         "from minigpt.stages.stage_config import StageConfig; "
         "StageConfig.model_validate({'stage': 'grpo', 'output_dir': 'o', 'model': {'init': 'tiny'}, "
         "'data': {'train': ['x']}, 'algo': {'rewards': ['format']}})",

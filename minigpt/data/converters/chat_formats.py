@@ -6,7 +6,7 @@ from typing import Any
 
 from minigpt.data.converters.fields import kept_columns, list_field
 from minigpt.data.problems import fail
-from minigpt.data.schema import check_messages
+from minigpt.data.schema import MESSAGES, check_messages, messages_key
 from minigpt.registry import CONVERTERS
 
 SHAREGPT_ROLES = {
@@ -36,7 +36,7 @@ def sharegpt_turns(row: dict[str, Any], field: str = "conversations") -> list[di
 
 def openai_turns(row: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     """The message list under ``messages`` (or ``conversations`` with role/content), and its key."""
-    key = "messages" if "messages" in row else "conversations" if "conversations" in row else "messages"
+    key = messages_key(row) or MESSAGES
     return list_field(row, key), key
 
 
@@ -44,16 +44,16 @@ def openai_turns(row: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
 def sharegpt(
     row: dict[str, Any], keep: list[str] | None = None, field: str = "conversations"
 ) -> dict[str, Any]:
-    """``conversations: [{from, value}]`` with from ∈ system/human/gpt → conversations."""
+    """``conversations: [{from, value}]`` with from ∈ system/human/gpt → a conversation (``messages``)."""
     turns = check_messages(sharegpt_turns(row, field), field)
-    return {"conversations": turns, **kept_columns(row, keep or [])}
+    return {MESSAGES: turns, **kept_columns(row, keep or [])}
 
 
 @CONVERTERS.register("openai")
 def openai(row: dict[str, Any], keep: list[str] | None = None) -> dict[str, Any]:
     """``messages: [{role, content}]`` as is (extra message keys dropped); ``conversations`` also accepted."""
     messages, key = openai_turns(row)
-    return {"conversations": check_messages(messages, key), **kept_columns(row, keep or [])}
+    return {MESSAGES: check_messages(messages, key), **kept_columns(row, keep or [])}
 
 
 @CONVERTERS.register("prompt_only")

@@ -7,6 +7,7 @@ from typing import Any
 
 from minigpt.data.converters.fields import text_field
 from minigpt.data.problems import fail
+from minigpt.data.schema import MESSAGES
 from minigpt.registry import CONVERTERS
 
 _CALCULATION = re.compile(r"<<[^<>]*>>")  # gsm8k calculator annotations such as <<48/2=24>>
@@ -25,7 +26,7 @@ def alpaca(row: dict[str, Any], system: str | None = None, input_separator: str 
     output = text_field(row, "output", turn="assistant")
     user = f"{instruction}{input_separator}{extra}" if extra.strip() else instruction
     turns = [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
-    return {"conversations": _with_system(system, turns)}
+    return {MESSAGES: _with_system(system, turns)}
 
 
 @CONVERTERS.register("code_alpaca")
@@ -58,4 +59,4 @@ def gsm8k(row: dict[str, Any], system: str | None = None, strip_calculations: bo
     if strip_calculations:
         solution = _CALCULATION.sub("", solution)
     turns = [{"role": "user", "content": question}, {"role": "assistant", "content": solution}]
-    return {"conversations": _with_system(system, turns), "answer": answer}
+    return {MESSAGES: _with_system(system, turns), "answer": answer}

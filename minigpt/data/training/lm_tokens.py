@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from minigpt.data.schema import MESSAGES, row_messages
 from minigpt.errors import DataError
 
 IGNORE = -100
@@ -29,7 +30,7 @@ class TokenStats:
 
 
 def _messages(row: dict[str, Any]) -> list[dict[str, str]] | None:
-    value = row.get("conversations", row.get("messages"))
+    value = row_messages(row)
     return value if isinstance(value, list) else None
 
 
@@ -40,7 +41,7 @@ def row_text(row: dict[str, Any], tokenizer) -> str:
     messages = _messages(row)
     if messages is not None:
         return tokenizer.apply_chat_template(messages, tokenize=False)
-    raise DataError("row has neither 'text' nor 'conversations'", field="text")
+    raise DataError("row has neither 'text' nor 'messages' (or 'conversations')", field="text")
 
 
 def conversation_ids(messages: list[dict[str, str]], tokenizer) -> tuple[list[int], list[int]]:
@@ -69,7 +70,7 @@ def conversation_ids(messages: list[dict[str, str]], tokenizer) -> tuple[list[in
                 raise DataError(
                     "the chat template is not prefix-stable (rendering more turns changes earlier text), "
                     "so assistant tokens cannot be located; use a template that renders turns independently",
-                    field="conversations",
+                    field=MESSAGES,
                 )
             delta = text[len(rendered) :]
             rendered = text
@@ -90,7 +91,7 @@ def encode_conversations(
         messages = _messages(row)
         if messages is None:
             raise DataError(
-                "expected a 'conversations' (or 'messages') list", file=source, line=n, field="conversations"
+                "expected a 'messages' (or 'conversations') list", file=source, line=n, field=MESSAGES
             )
         ids, labels = conversation_ids(messages, tokenizer)
         stats.rows += 1
@@ -100,7 +101,7 @@ def encode_conversations(
                     f"{len(ids)} tokens > data.max_length {max_length} (data.overlong: error)",
                     file=source,
                     line=n,
-                    field="conversations",
+                    field=MESSAGES,
                 )
             if overlong == "drop":
                 stats.dropped += 1

@@ -129,6 +129,7 @@ class CausalLMStage(Stage):
             eval_dataset=eval_ds,
             processing_class=self.ctx.tokenizer,
             callbacks=callbacks,
+            minigpt_stage=self,
         )
         trainer.track_accuracy = self.track_accuracy
         train = self.ctx.cfg.train

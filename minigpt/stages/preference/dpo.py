@@ -16,11 +16,7 @@ from minigpt.errors import ConfigError
 from minigpt.lora import is_peft, trains_adapter_only
 from minigpt.stages.preference.preference_params import DPOParams
 from minigpt.stages.preference.preference_stage import PreferenceStage
-from minigpt.stages.trainer_hooks import MiniGPTTrainerMixin
-
-
-class MiniGPTDPOTrainer(MiniGPTTrainerMixin, DPOTrainer):
-    """TRL's DPOTrainer with the shared token counting and metric hooks."""
+from minigpt.stages.trainer_hooks import hooked
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -35,6 +31,7 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 class DPOStage(PreferenceStage):
     name = "dpo"
+    config_class = DPOConfig
     # TRL logs rewards/* and logps/* as is (kept by the rename rules); its eval loss is a preference loss.
     metric_renames = {
         "eval_loss": "eval/preference_loss",
@@ -44,21 +41,11 @@ class DPOStage(PreferenceStage):
 
     def build_trainer(self, args_kwargs: dict[str, Any], train_ds, eval_ds, callbacks: list) -> DPOTrainer:
         p: DPOParams = self.ctx.params
-        args = DPOConfig(
+        args = self.config_class(
             # TRL declares the tokenized columns it needs; dropping the message lists keeps batches small.
             **{**args_kwargs, "remove_unused_columns": True},
             max_length=self.ctx.cfg.data.max_length,
-            beta=p.beta,
-            loss_type=list(p.loss_type),
-            loss_weights=p.loss_weights,
-            label_smoothing=p.label_smoothing,
-            f_divergence_type=p.f_divergence_type,
-            ld_alpha=p.ld_alpha,
-            use_weighting=p.use_weighting,
-            precompute_ref_log_probs=p.precompute_ref_log_probs,
-            sync_ref_model=p.sync_ref_model,
-            ref_model_sync_steps=p.ref_model_sync_steps,
-            ref_model_mixup_alpha=p.ref_model_mixup_alpha,
+            **p.trl_kwargs(),
         )
         # With precomputed log-probs TRL scores the data with the policy before its first step (the policy then
         # still is the reference, also on resume: checkpoint weights are loaded later), so no copy is needed.
@@ -71,7 +58,7 @@ class DPOStage(PreferenceStage):
             )
         trl_reference = p.precompute_ref_log_probs or trains_adapter_only(self.ctx.model)
         ref = None if trl_reference else frozen_copy(self.ctx.model)
-        trainer = MiniGPTDPOTrainer(
+        trainer = hooked(DPOTrainer)(
             model=self.ctx.model,
             ref_model=ref,
             args=args,
@@ -79,6 +66,7 @@ class DPOStage(PreferenceStage):
             eval_dataset=eval_ds,
             processing_class=self.ctx.tokenizer,
             callbacks=callbacks,
+            minigpt_stage=self,
         )
         self.check_kept(trainer, len(train_ds))
         self._note_truncated(trainer)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from minigpt.typed_config import Strict
+from minigpt.stages.stage_params import TRLParams
 
 # The loss variants of trl/trainer/dpo_config.py (1.16); several may be combined with ``loss_weights``.
 LossType = Literal[
@@ -36,7 +36,7 @@ FDivergence = Literal["reverse_kl", "forward_kl", "js_divergence", "alpha_diverg
 _F_DIVERGENCE_LOSSES = {"sigmoid", "sigmoid_norm", "hinge", "ipo", "exo_pair", "robust", "discopop", "sft"}
 
 
-class DPOParams(Strict):
+class DPOParams(TRLParams):
     beta: float = Field(0.1, gt=0)
     """Strength of the pull towards the reference model (IPO: its τ)."""
     loss_type: list[LossType] = ["sigmoid"]
@@ -84,6 +84,6 @@ class DPOParams(Strict):
         return self
 
 
-class RewardParams(Strict):
+class RewardParams(TRLParams):
     center_rewards_coefficient: float | None = Field(None, ge=0.0)
     """Pull rewards towards mean zero (Eq. 2 of arXiv 2312.09244; 0.01 is typical). None: off."""

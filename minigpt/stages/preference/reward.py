@@ -14,11 +14,7 @@ from trl import RewardConfig, RewardTrainer
 from minigpt.errors import ModelError
 from minigpt.stages.preference.preference_params import RewardParams
 from minigpt.stages.preference.preference_stage import PreferenceStage
-from minigpt.stages.trainer_hooks import MiniGPTTrainerMixin
-
-
-class MiniGPTRewardTrainer(MiniGPTTrainerMixin, RewardTrainer):
-    """TRL's RewardTrainer with the shared token counting and metric hooks."""
+from minigpt.stages.trainer_hooks import hooked
 
 
 def sequence_classifier(lm: PreTrainedModel, pad_token_id: int) -> PreTrainedModel:
@@ -45,6 +41,7 @@ def sequence_classifier(lm: PreTrainedModel, pad_token_id: int) -> PreTrainedMod
 
 
 class RewardStage(PreferenceStage):
+    config_class = RewardConfig
     name = "reward"
     eval_loss_is_token_nll = False  # a pairwise ranking loss: exp() of it is no perplexity
 
@@ -60,19 +57,20 @@ class RewardStage(PreferenceStage):
         p: RewardParams = self.ctx.params
         tokenizer = self.ctx.tokenizer
         model = self.ctx.model
-        args = RewardConfig(
+        args = self.config_class(
             # TRL declares the tokenized columns it needs; dropping the message lists keeps batches small.
             **{**args_kwargs, "remove_unused_columns": True},
             max_length=self.ctx.cfg.data.max_length,
-            center_rewards_coefficient=p.center_rewards_coefficient,
+            **p.trl_kwargs(),
         )
-        trainer = MiniGPTRewardTrainer(
+        trainer = hooked(RewardTrainer)(
             model=model,
             args=args,
             train_dataset=train_ds,
             eval_dataset=eval_ds,
             processing_class=tokenizer,
             callbacks=callbacks,
+            minigpt_stage=self,
         )
         self.check_kept(trainer, len(train_ds))
         return trainer

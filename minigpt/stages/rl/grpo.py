@@ -7,29 +7,14 @@ reference model) is in ``rl_common``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from trl import GRPOConfig, GRPOTrainer
 
 from minigpt.stages.rl.trl_group_stage import RLStage, RLTrainerMixin
-from minigpt.stages.trainer_hooks import MiniGPTTrainerMixin
-
-
-class MiniGPTGRPOTrainer(MiniGPTTrainerMixin, RLTrainerMixin, GRPOTrainer):
-    # GRPOTrainer._generate returns (prompt_ids, completion_ids, tool_mask, completions, ...)
-    completions_index = 3
+from minigpt.stages.trainer_hooks import hooked
 
 
 class GRPOStage(RLStage):
     name = "grpo"
-    trainer_class = MiniGPTGRPOTrainer
+    # GRPOTrainer._generate returns (prompt_ids, completion_ids, tool_mask, completions, ...)
+    trainer_class = hooked(GRPOTrainer, RLTrainerMixin, completions_index=3)
     config_class = GRPOConfig
-
-    def algo_kwargs(self) -> dict[str, Any]:
-        p = self.ctx.params
-        return {
-            "loss_type": p.loss_type,
-            "scale_rewards": p.scale_rewards,
-            "multi_objective_aggregation": p.multi_objective_aggregation,
-            "importance_sampling_level": p.importance_sampling_level,
-        }

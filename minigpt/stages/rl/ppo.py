@@ -38,7 +38,7 @@ from minigpt.stages.rl.onpolicy.onpolicy_ops import (
 from minigpt.stages.rl.onpolicy.onpolicy_stage import OnPolicyStage
 from minigpt.stages.rl.onpolicy.rollout import Rollout, sequence_logps
 from minigpt.stages.rl.rl_params import PPOParams
-from minigpt.stages.trainer_hooks import MiniGPTTrainerMixin
+from minigpt.stages.trainer_hooks import hooked
 
 REWARD_MODEL_LABEL = "reward_model"
 
@@ -260,13 +260,9 @@ class PPOAlgorithm(OnPolicyTrainer):
         self.critic_scheduler.load_state_dict(state["critic_scheduler"])
 
 
-class MiniGPTPPOTrainer(MiniGPTTrainerMixin, PPOAlgorithm):
-    """PPO with the shared token counting, NaN guard and atomic checkpoints."""
-
-
 class PPOStage(OnPolicyStage):
     name = "ppo"
-    trainer_class = MiniGPTPPOTrainer
+    trainer_class = hooked(PPOAlgorithm)
 
     def trainer_kwargs(self, train_ds) -> dict[str, Any]:
         p: PPOParams = self.ctx.params

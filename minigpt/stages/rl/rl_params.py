@@ -3,11 +3,12 @@ on-policy loop's stages (ppo, spo). Torch-free: a config is validated without im
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from minigpt.rewards import RewardSpec
+from minigpt.stages.stage_params import TRLParams
 from minigpt.typed_config import Strict
 
 if TYPE_CHECKING:
@@ -59,8 +60,15 @@ class SamplingParams(Strict):
         return self
 
 
-class RLParams(SamplingParams):
-    """``algo:`` fields of the group-sampling stages on TRL (grpo, rloo)."""
+class RLParams(SamplingParams, TRLParams):
+    """``algo:`` fields of the group-sampling stages on TRL (grpo, rloo); each is a GRPOConfig/RLOOConfig field of
+    the same name, except the ones the stage handles (the rewards become reward functions and weights; the
+    cache goes to TRL's ``cache_implementation`` and ``generation_kwargs``; compiling is set on the built
+    trainer; prompts are cut to ``max_prompt_length`` when the dataset is built)."""
+
+    not_trl: ClassVar[frozenset[str]] = frozenset(
+        {"rewards", "max_prompt_length", "cache_implementation", "compile_generation"}
+    )
 
     rewards: list[RewardSpec] = Field(min_length=1)
     """Reward functions: ``[{name, weight, args, label}]``; a bare name means weight 1, no args."""

@@ -7,23 +7,14 @@ from the reward (TRL's RLOO), not added to the loss. Everything else is in ``rl_
 
 from __future__ import annotations
 
-from typing import Any
-
 from trl import RLOOConfig, RLOOTrainer
 
 from minigpt.stages.rl.trl_group_stage import RLStage, RLTrainerMixin
-from minigpt.stages.trainer_hooks import MiniGPTTrainerMixin
-
-
-class MiniGPTRLOOTrainer(MiniGPTTrainerMixin, RLTrainerMixin, RLOOTrainer):
-    completions_index = 2  # RLOOTrainer._generate returns (prompt_ids, completion_ids, completions)
+from minigpt.stages.trainer_hooks import hooked
 
 
 class RLOOStage(RLStage):
     name = "rloo"
-    trainer_class = MiniGPTRLOOTrainer
+    # RLOOTrainer._generate returns (prompt_ids, completion_ids, completions)
+    trainer_class = hooked(RLOOTrainer, RLTrainerMixin, completions_index=2)
     config_class = RLOOConfig
-
-    def algo_kwargs(self) -> dict[str, Any]:
-        p = self.ctx.params
-        return {"normalize_advantages": p.normalize_advantages, "reward_clip_range": p.reward_clip_range}

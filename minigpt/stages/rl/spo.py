@@ -43,7 +43,7 @@ from minigpt.stages.rl.spo_tracker import (
     policy_drift,
     to_unit_interval,
 )
-from minigpt.stages.trainer_hooks import MiniGPTTrainerMixin
+from minigpt.stages.trainer_hooks import hooked
 
 
 @dataclass
@@ -223,13 +223,9 @@ class SPOAlgorithm(OnPolicyTrainer):
         self.sampler_rng.set_state(state["sampler_rng"])
 
 
-class MiniGPTSPOTrainer(MiniGPTTrainerMixin, SPOAlgorithm):
-    """SPO with the shared token counting, NaN guard and atomic checkpoints."""
-
-
 class SPOStage(OnPolicyStage):
     name = "spo"
-    trainer_class = MiniGPTSPOTrainer
+    trainer_class = hooked(SPOAlgorithm)
 
     def trainer_kwargs(self, train_ds) -> dict[str, Any]:
         return {"tracker": ValueTracker(len(train_ds), self.ctx.params.tracker_config())}

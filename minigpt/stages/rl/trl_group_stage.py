@@ -24,9 +24,7 @@ from minigpt.stages.rl.reference_model import reference_model_source
 from minigpt.stages.rl.reward_wiring import check_reward_columns, describe_rewards, reward_metric_renames
 from minigpt.stages.rl.rl_params import RLParams
 from minigpt.stages.rl.step_timing import StepTimer
-from minigpt.stages.stage import Stage
-
-_NOT_TRL = {"rewards", "max_prompt_length", "cache_implementation", "compile_generation"}
+from minigpt.stages.stage import RunState, Stage
 
 
 def trl_kwargs(params: RLParams, weights: list[float]) -> dict[str, Any]:
@@ -34,7 +32,7 @@ def trl_kwargs(params: RLParams, weights: list[float]) -> dict[str, Any]:
     field is a GRPOConfig/RLOOConfig field of the same name, except those handled here (the cache goes to
     TRL's ``cache_implementation`` and ``generation_kwargs``; compiling is set on the built trainer, see
     :func:`apply_generation_compile`)."""
-    out = {**params.model_dump(include=set(RLParams.model_fields) - _NOT_TRL), "reward_weights": weights}
+    out = {**params.trl_kwargs(), "reward_weights": weights}
     cache = static_cache_kwargs(params)
     if cache:
         out["cache_implementation"] = cache["cache_implementation"]
@@ -71,7 +69,16 @@ class RLTrainerMixin:
 
     completions_index: ClassVar[int]
     """Position of the decoded completions in the tuple the TRL trainer's ``_generate`` returns."""
-    minigpt_timer: StepTimer | None = None
+    minigpt_timer: StepTimer
+    minigpt_state: RunState
+    minigpt_stage: Stage
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        # MiniGPTTrainerMixin (before this class in the bases) has set minigpt_stage already.
+        self.minigpt_timer = StepTimer(self.minigpt_stage.ctx.state)
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), self.minigpt_timer]
+        super().__init__(*args, **kwargs)
+        apply_generation_compile(self, self.minigpt_stage.ctx.params)
 
     def _generate(self, prompts):
         out = super()._generate(prompts)
@@ -109,12 +116,10 @@ class RLTrainerMixin:
             return super()._generate_and_score_completions(inputs)
         start = time.perf_counter()
         output = super()._generate_and_score_completions(inputs)
-        if self.minigpt_timer is not None:
-            self.minigpt_timer.generation += time.perf_counter() - start
-        state = getattr(self, "minigpt_state", None)
-        if state is not None:  # TRL itself adds the same count to state.num_input_tokens_seen
-            tokens = int(output["prompt_mask"].sum()) + int(output["completion_mask"].sum())
-            state.throughput.add(tokens, int(output["completion_mask"].shape[0]))
+        self.minigpt_timer.generation += time.perf_counter() - start
+        # TRL itself adds the same count to state.num_input_tokens_seen
+        tokens = int(output["prompt_mask"].sum()) + int(output["completion_mask"].sum())
+        self.minigpt_state.throughput.add(tokens, int(output["completion_mask"].shape[0]))
         return output
 
 
@@ -126,10 +131,6 @@ class RLStage(Stage):
     metric_renames = RL_METRIC_RENAMES
     trainer_class: ClassVar[type]
     config_class: ClassVar[type]
-
-    def algo_kwargs(self) -> dict[str, Any]:
-        """The stage's own TRL config fields (beyond :func:`trl_kwargs`)."""
-        return {}
 
     def _eval_generations(self) -> int:
         p = self.ctx.params
@@ -181,20 +182,18 @@ class RLStage(Stage):
         self.ctx.state.renames.update(reward_metric_renames([fn.__name__ for fn in funcs]))
         self.ctx.state.log.note(describe_rewards(funcs, weights))
         try:
-            args = self.config_class(**args_kwargs, **trl_kwargs(p, weights), **self.algo_kwargs())
+            args = self.config_class(**args_kwargs, **trl_kwargs(p, weights))
         except ValueError as exc:  # TRL's own consistency checks
             raise ConfigError(f"stage {self.name}: {exc}") from None
-        timer = StepTimer(self.ctx.state)
         with reference_model_source(self.ctx, p.beta):
-            trainer = self.trainer_class(
+            return self.trainer_class(
                 model=self.ctx.model,
                 reward_funcs=funcs,
                 args=args,
                 train_dataset=train_ds,
                 eval_dataset=eval_ds,
                 processing_class=self.ctx.tokenizer,
-                callbacks=[*callbacks, timer],
+                callbacks=callbacks,
+                minigpt_stage=self,
+                minigpt_rewards=funcs,
             )
-        apply_generation_compile(trainer, p)
-        trainer.minigpt_timer = timer
-        return trainer

@@ -129,7 +129,7 @@ def tictactoe_sft(
     reach: str = "all",
     kinds: list[str] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """``conversations`` rows: a position and an optimal answer.
+    """``conversations`` rows (turns under ``messages``): a position and an optimal answer.
 
     reach: ``all`` positions, or ``optimal_self``: only those a perfect player of the side to move meets
     against any opponent (use it as a second, upweighted source: these decide the exhaustive check).
@@ -154,7 +154,7 @@ def tictactoe_sft(
             cells = [rng.choice(best)]
         for cell in cells:
             yield {
-                "conversations": build_prompt(board) + _assistant(format_answer(board, cell, reasoning)),
+                "messages": build_prompt(board) + _assistant(format_answer(board, cell, reasoning)),
                 "meta": {"source": "tictactoe_sft", "id": f"ttt-sft-{board}-{cell}"},
             }
 

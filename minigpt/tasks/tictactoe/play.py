@@ -5,6 +5,7 @@ Input and output go through ``input_fn`` / ``print_fn`` so a test can script a w
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -97,3 +98,19 @@ def play_checkpoint(
     from minigpt.tasks.tictactoe.player import load_player
 
     return play_terminal(load_player(model_dir, trust_remote_code=trust_remote_code), human_seat)
+
+
+def _cmd_play(args: argparse.Namespace) -> int:
+    play_checkpoint(args.checkpoint, args.seat, trust_remote_code=args.trust_remote_code)
+    return 0
+
+
+def register_play(sub: argparse._SubParsersAction) -> None:
+    """``minigpt play CHECKPOINT``: a sub-command the tic-tac-toe task brings (minigpt/tasks/eval_catalog.py)."""
+    from minigpt.cli_options import add_trust_remote_code
+
+    play = sub.add_parser("play", help="play tic-tac-toe against a checkpoint in the terminal")
+    play.add_argument("checkpoint")
+    play.add_argument("--seat", choices=["X", "O"], help="your seat (asked if omitted)")
+    add_trust_remote_code(play)
+    play.set_defaults(func=_cmd_play)

@@ -130,6 +130,7 @@ def test_sft_eval_loss_falls_and_metrics_are_complete(tmp_path, tiny_tokenizer_d
     assert all(r["train/tokens_per_second"] > 0 for r in records if "train/loss" in r)
 
 
+@pytest.mark.slow
 def test_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer_dir, lm_data):
     common = {"max_steps": 12, "save_interval": 4, "eval_interval": 0, "log_interval": 2}
 
@@ -152,6 +153,7 @@ def test_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer_dir, lm_data)
     assert state["global_step"] == 12
 
 
+@pytest.mark.slow
 def test_midtrain_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer_dir, lm_data):
     common = {"max_steps": 10, "save_interval": 4, "eval_interval": 0, "log_interval": 1}
     full, part, summary = run_interrupted_then_resumed(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import random
+import types
 
 import pytest
 import torch
@@ -126,8 +127,12 @@ def test_distillation_follows_the_teacher_not_the_labels(tmp_path, tiny_tokenize
 
 def _trainer(cls, model, tmp_path, **attrs):
     args = TrainingArguments(output_dir=str(tmp_path / "t"), use_cpu=True, report_to="none")
-    trainer = cls(model=model, args=args)
-    trainer.minigpt_state = RunState(log=RunLog(tmp_path, "test", enabled=False))
+    # The hooks take their run state from the stage; this stands in for one.
+    ctx = types.SimpleNamespace(
+        state=RunState(log=RunLog(tmp_path, "test", enabled=False)),
+        cfg=types.SimpleNamespace(train=types.SimpleNamespace(max_bad_steps=0)),
+    )
+    trainer = cls(model=model, args=args, minigpt_stage=types.SimpleNamespace(ctx=ctx))
     for key, value in attrs.items():
         setattr(trainer, key, value)
     return trainer
@@ -212,6 +217,7 @@ def test_a_teacher_with_another_tokenizer_is_refused(tmp_path, tiny_tokenizer_di
         assert not (tmp_path / "bad" / "metrics.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_distill_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer_dir, teacher, conv):
     common = {"max_steps": 10, "save_interval": 4, "eval_interval": 0, "log_interval": 2}
     algo = {"teacher": str(teacher), "alpha": 0.2, "temperature": 1.5}
@@ -321,6 +327,7 @@ def test_tag_weight_teaches_the_tags_faster(tmp_path, tiny_tokenizer_dir):
     assert losses[10.0] < 0.85 * losses[1.0], losses
 
 
+@pytest.mark.slow
 def test_reasoning_distill_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer_dir):
     train = write_jsonl(tmp_path / "train.jsonl", reasoning_rows(300, seed=1))
     common = {"max_steps": 10, "save_interval": 4, "eval_interval": 0, "log_interval": 1}

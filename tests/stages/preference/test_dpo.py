@@ -142,6 +142,7 @@ def test_dpo_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer_dir, pair
     assert steps == [2, 4, 6, 8]
 
 
+@pytest.mark.slow
 def test_precomputed_reference_matches_live_reference(tmp_path, tiny_tokenizer_dir, pairs):
     common = {"max_steps": 4, "eval_interval": 0, "log_interval": 1}
     _run(_cfg(tmp_path, tiny_tokenizer_dir, pairs, "live", **common))

@@ -127,6 +127,7 @@ def _cfg(tmp_path, tok_dir, pairs, name, **train_kw):
     )
 
 
+@pytest.mark.slow
 def test_reward_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer_dir, pairs):
     common = {"max_steps": 8, "save_interval": 4, "eval_interval": 0, "log_interval": 1}
     full, part, summary = run_interrupted_then_resumed(

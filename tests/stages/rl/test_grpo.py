@@ -290,6 +290,9 @@ def test_completions_keep_think_tokens(tiny_tokenizer_dir):
         processing_class = tok
         eos_token_ids = [tok.eos_token_id]
 
+        def __init__(self):  # only the decoding is under test: no trainer behind it
+            pass
+
     ids = tok("<think>a</think> 7<|im_end|>", add_special_tokens=False)["input_ids"]
     out = Fake()._keep_special_tokens((None, [ids], None, [[{"role": "assistant", "content": "a 7"}]]))
     assert out[3] == [[{"role": "assistant", "content": "<think>a</think> 7"}]]

@@ -120,6 +120,7 @@ def reward_model_dir(tmp_path, tiny_tokenizer_dir) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_ppo_with_a_reward_model(tmp_path, tiny_tokenizer_dir, reward_model_dir):
     algo = {
         "reward_model": str(reward_model_dir),
@@ -267,6 +268,7 @@ def test_static_cache_generates_the_same_completions(tiny_tokenizer_dir, device)
     assert hasattr(model, "_compiled_call") == (device == "cuda")  # transformers compiles on a GPU only
 
 
+@pytest.mark.slow
 def test_static_cache_compiles_once_for_any_prompt_width(tiny_tokenizer_dir):
     """The compiled decoding step (forced on the CPU with inductor: transformers compiles only on a GPU by
     itself) is built once for batches of different prompt widths, because the cache is sized from
@@ -304,6 +306,7 @@ def test_static_cache_compiles_once_for_any_prompt_width(tiny_tokenizer_dir):
         torch._dynamo.reset()
 
 
+@pytest.mark.slow
 def test_onpolicy_static_cache_run_matches_dynamic(tmp_path, tiny_tokenizer_dir, monkeypatch):
     """ppo with the static cache: generate receives it (compiling where the model is on a GPU), the run logs
     what the dynamic-cache run logs, and the exported folder's generation config stays the plain one."""

@@ -39,7 +39,7 @@ def trained_tiny_dir(tiny_model_dir, tmp_path_factory):  # noqa: F811
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     rows = list(tictactoe_sft(sample=600, moves="one", reasoning=False, seed=1))
-    texts = [tok.apply_chat_template(r["conversations"], tokenize=False) for r in rows]
+    texts = [tok.apply_chat_template(r["messages"], tokenize=False) for r in rows]
     tok.padding_side = "right"
     torch.manual_seed(0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -187,12 +187,12 @@ def test_bad_switches_are_refused_naming_the_field(args, field):
 
 def test_recipe_defaults_keep_the_full_check():
     raw, _ = read_yaml("recipes/tictactoe.yaml")
-    args = Recipe.model_validate(raw).evaluation.args
+    args = Recipe.model_validate(raw).evaluation[0].args
     assert args.positions is None and args.exhaustive and args.optimal_rate
     assert args.model_dump(exclude_unset=True) == {"games_per_opponent": 50, "max_new_tokens": 40}
     assert TicTacToeEvalArgs().games_per_opponent == 200  # evaluate_player's own default
     raw = apply_overrides(raw, ["evaluation.args.positions=0.1", "evaluation.args.exhaustive=false"])
-    args = Recipe.model_validate(raw).evaluation.args
+    args = Recipe.model_validate(raw).evaluation[0].args
     assert args.positions == 0.1 and args.exhaustive is False
 
 

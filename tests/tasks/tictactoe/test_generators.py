@@ -32,8 +32,8 @@ def test_sft_all_optimal():
     _check_meta(rows, "tictactoe_sft")
     seats = set()
     for row in rows[::11]:
-        user, assistant = row["conversations"]
-        assert set(row) == {"conversations", "meta"}
+        user, assistant = row["messages"]
+        assert set(row) == {"messages", "meta"}
         assert user["role"] == "user" and assistant["role"] == "assistant"
         board = _board_of([user])
         seats.add(side_to_move(board))
@@ -46,12 +46,12 @@ def test_sft_all_optimal():
 def test_sft_options():
     one = list(GENERATORS.get("tictactoe_sft")(moves="one", reasoning=False, seed=3))
     assert len(one) == 4520
-    assert all(r["conversations"][1]["content"].startswith("Move: ") for r in one)
+    assert all(r["messages"][1]["content"].startswith("Move: ") for r in one)
     assert one == list(GENERATORS.get("tictactoe_sft")(moves="one", reasoning=False, seed=3))  # deterministic
     other_seed = list(GENERATORS.get("tictactoe_sft")(moves="one", reasoning=False, seed=4))
     assert one != other_seed
     o_only = list(GENERATORS.get("tictactoe_sft")(seats="O", sample=100, moves="one"))
-    assert len(o_only) == 100 and all(r["conversations"][0]["content"].endswith("O to move") for r in o_only)
+    assert len(o_only) == 100 and all(r["messages"][0]["content"].endswith("O to move") for r in o_only)
     with pytest.raises(ConfigError):
         list(GENERATORS.get("tictactoe_sft")(moves="best"))
     with pytest.raises(ConfigError):
@@ -170,7 +170,7 @@ def test_position_kinds_partition_the_positions():
     assert counts == {"win": 2358, "block": 1484, "open": 678}
     open_rows = list(GENERATORS.get("tictactoe_sft")(moves="preferred", kinds=["open"]))
     assert len(open_rows) == 678
-    assert all(position_kind(_board_of(r["conversations"][:1])) == "open" for r in open_rows)
+    assert all(position_kind(_board_of(r["messages"][:1])) == "open" for r in open_rows)
     with pytest.raises(ConfigError, match="kinds"):
         list(GENERATORS.get("tictactoe_sft")(kinds=["quiet"]))
     with pytest.raises(ConfigError, match="kinds"):

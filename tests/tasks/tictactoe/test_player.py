@@ -26,7 +26,7 @@ def tiny_model_dir(tmp_path_factory):
 
     texts = []
     for row in tictactoe_sft(sample=300, moves="one", seed=0):
-        texts.extend(m["content"] for m in row["conversations"])
+        texts.extend(m["content"] for m in row["messages"])
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     raw.decoder = decoders.ByteLevel()

@@ -45,6 +45,7 @@ from minigpt.stages.rl.onpolicy.rollout import (
     weighted_total,
 )
 from minigpt.stages.rl.rl_params import OnPolicyParams
+from minigpt.stages.trainer_hooks import MiniGPTTrainerMixin
 
 ONPOLICY_STATE = "onpolicy_state.pt"
 """Written into each checkpoint next to the Trainer's files: the algorithm's own state (critic, tracker)."""
@@ -67,6 +68,8 @@ class OnPolicyTrainer(Trainer, metaclass=ABCMeta):
         timer: Any = None,
         **kwargs: Any,
     ):
+        if not isinstance(self, MiniGPTTrainerMixin):  # its guard must wrap this loop's training_step
+            raise TypeError(f"build {type(self).__name__} as trainer_hooks.hooked({type(self).__name__})")
         super().__init__(data_collator=keep_rows, **kwargs)
         self.params = params
         self.reward_funcs = reward_funcs
@@ -151,10 +154,7 @@ class OnPolicyTrainer(Trainer, metaclass=ABCMeta):
         """Whether a reward function failed in this optimizer step on any process (``train.max_bad_steps``
         > 0; with 0 the failure has already stopped the stage). Asked before anything is updated: the inner
         minibatch steps, PPO's critic and SPO's tracker would otherwise learn from the failed rewards."""
-        take = getattr(self, "minigpt_take_reward_faults", None)
-        if take is None:  # pragma: no cover - the mixin is always in the bases
-            return False
-        local = take()
+        local = self.minigpt_take_reward_faults()
         if self.accelerator.num_processes == 1 or not self.minigpt_stage.ctx.cfg.train.max_bad_steps:
             return local
         flag = torch.tensor(float(local), device=self.args.device)
@@ -218,10 +218,7 @@ class OnPolicyTrainer(Trainer, metaclass=ABCMeta):
         """Prompt + completion tokens of sampled sequences, for throughput and ``train/num_tokens``."""
         tokens = int(rollout.prompt_mask.sum()) + int(rollout.completion_mask.sum())
         self.minigpt_state.throughput.add(tokens, len(rollout))
-        if hasattr(self, "_minigpt_local_tokens"):  # per process; MiniGPTTrainerMixin sums them at log time
-            self._minigpt_local_tokens += tokens
-        else:
-            self.state.num_input_tokens_seen += tokens
+        self._minigpt_local_tokens += tokens  # per process; MiniGPTTrainerMixin sums them at log time
 
     def _log_rollout(self, rollout: Rollout) -> None:
         n, state = len(rollout), self.minigpt_state
@@ -307,14 +304,11 @@ class OnPolicyTrainer(Trainer, metaclass=ABCMeta):
             return True
         metric, value = bad[0]
         limit = self.minigpt_stage.ctx.cfg.train.max_bad_steps
-        fault_error = getattr(self, "_fault_error", None)
-        if fault_error is None:  # pragma: no cover - the mixin is always in the bases
-            raise TrainingError(f"{metric} is {value} at step {self.state.global_step + 1}")
         if not limit:
-            raise fault_error(metric, value, self.state.global_step + 1)
+            raise self._fault_error(metric, value, self.state.global_step + 1)
         self.minigpt_skipped_steps += 1
         if self.minigpt_skipped_steps > limit:
-            raise fault_error(metric, value, self.state.global_step + 1)
+            raise self._fault_error(metric, value, self.state.global_step + 1)
         self._skip_step(f"{metric} is {value}")
         return False
 

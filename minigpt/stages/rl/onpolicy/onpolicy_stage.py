@@ -93,6 +93,8 @@ class OnPolicyStage(Stage):
             reward_weights=weights,
             ref_model=self.reference_model(),
             timer=timer,
+            minigpt_stage=self,
+            minigpt_rewards=funcs,
             **extra,
         )
 

@@ -1,0 +1,91 @@
+"""One entry of a recipe's ``evaluation:`` list (and of ``minigpt eval --task``): a registered task and its
+typed ``args``. Validating an entry picks the class whose ``args`` is that task's own args class, so a wrong
+switch is reported with its file, line and key path before any model is loaded. Torch-free."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, create_model, field_validator, model_validator
+
+from minigpt.errors import ConfigError
+from minigpt.typed_config import Strict
+
+
+class EvaluationSpec(Strict):
+    task: str
+    """A registered evaluation task (``minigpt list``): tictactoe, gsm8k, lm_eval, samples."""
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
+    """The evaluation's label (report columns, the ``eval_<name>.json`` file); default the task's name.
+    Two evaluations of one task need two names."""
+    args: Any = None
+    """The task's switches (its args class; docs/report.md)."""
+
+    @property
+    def label(self) -> str:
+        return self.name or self.task
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        from minigpt.registry import EVAL_TASKS
+
+        if value not in EVAL_TASKS:
+            try:
+                EVAL_TASKS.get(value)
+            except ConfigError as exc:  # the registry's message: the close match and the known names
+                raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _typed_args(cls, data: Any, handler: Any) -> Any:
+        from minigpt.registry import EVAL_TASKS
+
+        if cls is EvaluationSpec and isinstance(data, dict):
+            task = data.get("task")
+            if isinstance(task, str) and task in EVAL_TASKS:
+                return eval_spec_class(task).model_validate(data)
+        return handler(data)
+
+
+@cache
+def eval_spec_class(task: str) -> type[EvaluationSpec]:
+    """``EvaluationSpec`` with ``args`` typed as task ``task``'s args class."""
+    from minigpt.registry import EVAL_TASKS
+
+    params = EVAL_TASKS.get(task).params
+    return create_model(
+        f"{params.__name__}Spec",
+        __base__=EvaluationSpec,
+        args=(params, Field(default={}, validate_default=True)),  # absent: required fields are named
+    )
+
+
+def evaluation_list(value: Any) -> Any:
+    """A recipe's ``evaluation:`` as a list: the older single mapping (``{task: tictactoe, args: ...}``) is
+    one entry, and a mapping without a task (``{}``, ``task: null``) none."""
+    if isinstance(value, dict):
+        if value.get("task") is None and not set(value) - {"task"}:
+            return []
+        return [EvaluationSpec.model_validate(value)]  # errors keep the mapping's own key paths
+    return value
+
+
+def check_labels(specs: list[EvaluationSpec]) -> list[EvaluationSpec]:
+    labels = [s.label for s in specs]
+    repeated = sorted({x for x in labels if labels.count(x) > 1})
+    if repeated:
+        raise ValueError(f"two evaluations named {', '.join(repeated)}: give each its own 'name'")
+    return specs
+
+
+def resolve_evaluation_paths(specs: list[EvaluationSpec], base: Path) -> None:
+    """Files in the args (a JSONL, task YAMLs) relative to ``base``, the recipe's folder, when they are there
+    and not from the working directory (as a stage config's paths)."""
+    for spec in specs:
+        resolved = getattr(spec.args, "resolved", None)
+        if resolved is not None:
+            spec.args = resolved(base)

@@ -1,0 +1,1 @@
+"""lm-evaluation-harness (the optional ``eval`` extra) on a model folder (docs/report.md)."""
