@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -323,6 +324,9 @@ def run_recipe(
                 raise
             if recipe.evaluation and is_main:
                 summary["evaluations"] = evaluate_stage(recipe.evaluation, p.output_dir)
+                drops = collapse_warnings(p.entry.name, Path(cfg.model.init), summary["evaluations"])
+                if drops:
+                    record["warnings"] = drops
             barrier()  # the others wait while the main process evaluates
         record.update(status="done", seconds=round(time.time() - started, 2), finished=time.time())
         if is_main:
@@ -334,6 +338,20 @@ def run_recipe(
         "plan": [(p.entry.name, p.action, p.reason) for p in planned],
         "manifest": manifest,
     }
+
+
+def collapse_warnings(name: str, start: Path, evaluations: dict[str, Any]) -> list[str]:
+    """Headline scores of this stage that fell sharply below its start's (docs/report.md, "Warnings"),
+    printed as warnings; the start is the folder it trained from, when that was evaluated too."""
+    from minigpt.tasks.eval_drops import sharp_drops
+    from minigpt.tasks.eval_runner import read_evaluations
+
+    if not start.is_dir():
+        return []
+    drops = sharp_drops(read_evaluations(start), evaluations)
+    for drop in drops:
+        print(f"warning: stage {name}: {drop} (its start: {start.name}); see the report", file=sys.stderr)
+    return drops
 
 
 def evaluate_stage(specs: list[EvaluationSpec], model_dir: Path) -> dict[str, Any]:

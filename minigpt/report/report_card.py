@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import re
 import statistics
@@ -305,6 +306,28 @@ def environment(stages: list[Stage]) -> list[tuple[str, str]]:
     return rows
 
 
+def warnings_section(stages: list[Stage]) -> list[str]:
+    """``## Warnings``: every headline score a stage lost sharply against the stage it started from (its
+    ``model.init``), so a collapsed stage cannot pass unnoticed; absent when there is none."""
+    from minigpt.tasks.eval_drops import SHARP_DROP, sharp_drops
+
+    by_folder = {os.path.realpath(s.folder): s for s in stages}
+    found = []
+    for stage in stages:
+        init = (stage.config.get("model") or {}).get("init")
+        start = by_folder.get(os.path.realpath(init)) if isinstance(init, str) else None
+        if start is None or start is stage or not start.evaluations or not stage.evaluations:
+            continue
+        found += [
+            f"- **{stage.name}** (from {start.name}): {d}"
+            for d in sharp_drops(start.evaluations, stage.evaluations)
+        ]
+    if not found:
+        return []
+    intro = f"Evaluation scores that fell by {SHARP_DROP:.0%} or more (absolute) from the stage each stage started from."
+    return ["## Warnings", "", intro, "", *found, ""]
+
+
 # ---------------------------------------------------------------- entry points
 
 
@@ -321,6 +344,7 @@ def build_report(run_dir: str | Path) -> Path:
     lines = [f"# Report: {name}", "", f"Run folder `{run_dir}`; built {built} from the run's logs.", ""]
     lines += stages_section(stages) + final_metrics_section(stages)
     evaluations = {s.name: s.evaluations for s in stages if s.kind != "tokenizer"}
+    lines += warnings_section(stages)
     lines += benchmark_section(evaluations, run_dir / "plots", run_dir, name)
     lines += evaluation_sections(evaluations, [s.name for s in stages if s.kind != "tokenizer"])
     lines += plots_section(drawn, run_dir) + config_section(stages)
