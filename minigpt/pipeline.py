@@ -37,6 +37,9 @@ class StageEntry(Strict):
     """A stage config file or the config inline (without output_dir: the pipeline sets it)."""
     set: list[str] = []
     """--set style overrides for this stage."""
+    from_stage: str | None = Field(None, alias="from")
+    """``from: NAME``: start from that earlier training stage's output (siblings that name one stage share its
+    checkpoint: the recipe is a tree). Default: the training stage before this one."""
 
 
 class Recipe(Strict):
@@ -81,6 +84,8 @@ class PlannedStage:
         output_dir: Path,
     ):
         self.entry, self.config, self.key, self.output_dir = entry, config, key, output_dir
+        self.parent: int | None = None
+        """Index of the stage this one starts from (the tree's edge); None for the first."""
         self.action = "run"
         self.reason = ""
 
@@ -111,10 +116,11 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[R
     run_dir = Path(recipe.output_dir)
     planned: list[PlannedStage] = []
     keys = StageKeys(run_dir)
-    model_dir: str | None = None
     tokenizer_dir: str | None = None
     for index, entry in enumerate(recipe.stages):
         out = run_dir / entry.name
+        parent = _parent_index(recipe.stages, index, path, lines)
+        model_dir = _start_folder(recipe.stages, planned, parent, run_dir)
         kind = "tokenizer" if entry.kind == "tokenizer" else "train"
         if isinstance(entry.config, str):
             cfg_path = Path(entry.config)  # absolute already
@@ -138,8 +144,11 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[R
         if entry.kind == "tokenizer":
             data.setdefault("output_dir", str(out))
             cfg = validate(TokenizerConfig, data, source, cfg_lines)
-            key = keys.add(cfg, set(), cfg.files, cfg.output_dir, cfg.data_config, cfg.generator)
+            key = keys.add(
+                cfg, set(), cfg.files, cfg.output_dir, cfg.data_config, cfg.generator, parent=parent
+            )
             planned.append(PlannedStage(entry, cfg, key, out))
+            planned[-1].parent = parent
             tokenizer_dir = cfg.output_dir
         else:
             data = deep_merge(recipe.defaults, data)
@@ -155,16 +164,84 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[R
             if "tokenizer" not in model and tokenizer_dir and model["init"] != model_dir:
                 model["tokenizer"] = tokenizer_dir
             _refuse_later_outputs(data, run_dir, recipe.stages, index, source)
+            _refuse_other_branches(data, run_dir, recipe.stages, keys.ancestors(parent), index, source)
             cfg = validate(StageConfig, data, source, cfg_lines)
             files = cfg.data.train + cfg.data.validation
             if cfg.data.data_config:
                 files = [*files, cfg.data.data_config]
             key = keys.add(
-                cfg, {"resume"}, files, str(out), cfg.data.data_config, code=user_code_digests(cfg.algo)
+                cfg,
+                {"resume"},
+                files,
+                str(out),
+                cfg.data.data_config,
+                code=user_code_digests(cfg.algo),
+                parent=parent,
             )
             planned.append(PlannedStage(entry, cfg, key, out))
-            model_dir = str(out)
+            planned[-1].parent = parent
     return recipe, planned
+
+
+def _parent_index(stages: list[StageEntry], index: int, path: Path, lines: dict) -> int | None:
+    """The stage ``stages[index]`` starts from: its ``from``, else the stage before it."""
+    entry = stages[index]
+    if entry.from_stage is None:
+        return index - 1 if index else None
+    line = lines.get(("stages", index, "from"))
+    where = f"{path}:{line}" if line else str(path)
+    before = {s.name: i for i, s in enumerate(stages[:index])}
+    if entry.from_stage not in before:
+        later = any(s.name == entry.from_stage for s in stages[index:])
+        why = "runs at or after it" if later else "is no stage of the recipe"
+        raise ConfigError(
+            f"{where}: stages[{index}] '{entry.name}': from '{entry.from_stage}' {why}; a stage can start "
+            f"only from a training stage before it ({', '.join(before) or 'none'})"
+        )
+    parent = before[entry.from_stage]
+    if entry.kind == "tokenizer" or stages[parent].kind == "tokenizer":
+        raise ConfigError(
+            f"{where}: stages[{index}] '{entry.name}': from '{entry.from_stage}': 'from' joins training "
+            "stages (a model starts from another stage's model)"
+        )
+    return parent
+
+
+def _start_folder(
+    stages: list[StageEntry], planned: list[PlannedStage], parent: int | None, run_dir: Path
+) -> str | None:
+    """The output of the nearest training stage up the chain from ``parent``: what a stage without
+    ``model.init`` starts from."""
+    while parent is not None:
+        if stages[parent].kind != "tokenizer":
+            return str(run_dir / stages[parent].name)
+        parent = planned[parent].parent
+    return None
+
+
+def _refuse_other_branches(
+    data: dict[str, Any],
+    run_dir: Path,
+    stages: list[StageEntry],
+    ancestors: list[int],
+    index: int,
+    source: str,
+) -> None:
+    """``model.init`` / ``model.tokenizer`` naming an earlier stage's output that this stage does not start
+    from (another branch): its key would not follow that stage, so a change there would go unnoticed."""
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    others = {
+        os.path.abspath(run_dir / s.name): s.name
+        for i, s in enumerate(stages[:index])
+        if i not in ancestors and s.kind != "tokenizer"
+    }
+    for key in ("init", "tokenizer"):
+        value = model.get(key)
+        if isinstance(value, str) and (name := others.get(os.path.abspath(value))) is not None:
+            raise ConfigError(
+                f"{source}: model.{key} '{value}' is the output of stage '{name}', which this stage "
+                f"'{stages[index].name}' does not start from: write `from: {name}` in its recipe entry"
+            )
 
 
 def _refuse_later_outputs(
@@ -207,11 +284,22 @@ def plan_actions(
     for name in (from_stage, only):
         if name is not None and name not in names:
             raise ConfigError(f"no stage named '{name}' in the recipe (stages: {', '.join(names)})")
-    forced = False
-    changed_before = False
+
+    def chain(p: PlannedStage) -> list[PlannedStage]:  # the stages p starts from, nearest first
+        out, parent = [], p.parent
+        while parent is not None:
+            out.append(planned[parent])
+            parent = planned[parent].parent
+        return out
+
     for p in planned:
         record = manifest["stages"].get(p.entry.name, {})
-        forced = forced or p.entry.name == from_stage
+        ancestors = chain(p)
+        # --from NAME reruns NAME and the stages that start from it (its branch), not its siblings
+        forced = from_stage is not None and (
+            p.entry.name == from_stage or any(a.entry.name == from_stage for a in ancestors)
+        )
+        changed_before = any(a.action != "skip" for a in ancestors)
         if only is not None and p.entry.name != only:
             p.action, p.reason = "skip", "not selected (--only)"
             continue
@@ -231,11 +319,10 @@ def plan_actions(
         elif record:
             p.action, p.reason = (
                 "rerun",
-                "config or inputs changed" if not changed_before else "an earlier stage reran",
+                "config or inputs changed" if not changed_before else "a stage it starts from reran",
             )
         else:
             p.action, p.reason = "run", "new"
-        changed_before = changed_before or p.action != "skip"
 
 
 def _output_complete(p: PlannedStage) -> bool:

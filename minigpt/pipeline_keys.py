@@ -122,12 +122,23 @@ def _is_inside(path: str, folders: list[str]) -> bool:
 
 
 class StageKeys:
-    """Chains stage keys: each stage's key covers its config, its inputs and every stage before it."""
+    """Chains stage keys along the recipe's tree: each stage's key covers its config, its inputs and the
+    stage it starts from (its parent, by default the one before it), so editing one branch changes the keys
+    of that branch only."""
 
     def __init__(self, run_dir: Path):
         self.prefixes = _run_prefixes(run_dir)
-        self.previous = ""
-        self.earlier_outputs: list[str] = []
+        self.keys: list[str] = []
+        self.outputs: list[str] = []
+        self.parents: list[int | None] = []
+
+    def ancestors(self, parent: int | None) -> list[int]:
+        """``parent`` and the stages it descends from, nearest first."""
+        chain = []
+        while parent is not None:
+            chain.append(parent)
+            parent = self.parents[parent]
+        return chain
 
     def add(
         self,
@@ -138,20 +149,26 @@ class StageKeys:
         data_config: str | None = None,
         generator: str | None = None,
         code: list[Any] | None = None,
+        parent: int | None = -1,
     ) -> str:
+        """The key of the next stage; ``parent``: the index of the stage it starts from (-1: the one added
+        last; None: none)."""
+        if parent == -1:
+            parent = len(self.keys) - 1 if self.keys else None
+        earlier_outputs = [self.outputs[i] for i in self.ancestors(parent)]
         digests = [_file_digest(f) for f in files]
         # Fields left at their defaults are not hashed: a field added to the config in a later version of
         # miniGPT must not make every finished stage of an existing run look changed.
         dump = config.model_dump(mode="json", exclude=exclude, exclude_defaults=True)
-        # A file an earlier stage wrote is covered by that stage's key (chained here); its content may not
-        # exist yet when the run is planned, so hashing it would change the key once it does.
-        digests = [
-            None if _is_inside(f, self.earlier_outputs) else d for f, d in zip(files, digests, strict=True)
-        ]
+        # A file an ancestor wrote is covered by that stage's key (chained here); its content may not exist
+        # yet when the run is planned, so hashing it would change the key once it does.
+        digests = [None if _is_inside(f, earlier_outputs) else d for f, d in zip(files, digests, strict=True)]
         sources = _data_digests(data_config, generator)
         if code:  # only when there is user code, so keys of stages without any stay as they were
             sources = [*sources, *code]
-        key = _hash([self.previous, relative_to_run(dump, self.prefixes), digests, sources])
-        self.previous = key
-        self.earlier_outputs.append(os.path.abspath(output_dir))
+        previous = self.keys[parent] if parent is not None else ""
+        key = _hash([previous, relative_to_run(dump, self.prefixes), digests, sources])
+        self.keys.append(key)
+        self.outputs.append(os.path.abspath(output_dir))
+        self.parents.append(parent)
         return key
