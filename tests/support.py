@@ -185,3 +185,25 @@ def addition_conversations(n: int, seed: int = 0) -> list[dict]:
             }
         )
     return rows
+
+
+def tiny_qwen3(tokenizer, *, context: int = 256, tied: bool = True, seed: int = 0):
+    """The tests' smallest causal LM for ``tokenizer``: Qwen3, 2 layers, 32 wide, seeded random weights."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=context,
+        tie_word_embeddings=tied,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return Qwen3ForCausalLM(config)

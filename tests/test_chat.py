@@ -6,6 +6,7 @@ import argparse
 
 import pytest
 import torch
+from support import tiny_qwen3
 
 from minigpt.chat import _prompt_ids, chat_loop, generation_kwargs, load_chat_model, register_chat
 from minigpt.errors import MiniGPTError, ModelError
@@ -27,23 +28,8 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    torch.manual_seed(0)
-    config = Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        max_position_embeddings=512,
-        tie_word_embeddings=False,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    m = Qwen3ForCausalLM(config).eval()
+    m = tiny_qwen3(tokenizer, context=512, tied=False).eval()
     # An untrained model answers random bytes, many of them halves of UTF-8 characters that a streamer must
     # hold back. Restrict its output to whole ASCII word tokens (every other logit 0, these ±large, so the
     # best is one of them) and forbid stopping early, so every answer is ANSWER_TOKENS printable tokens.

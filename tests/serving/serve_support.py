@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from support import tiny_qwen3
 
 ANSWER_TOKENS = 6
 SCRIPTED_ANSWER = "Move: 4"
@@ -23,35 +24,14 @@ TEXTS = [
 ] * 20
 
 
-def _config(tokenizer: Any, context: int) -> Any:
-    from transformers import Qwen3Config
-
-    return Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        max_position_embeddings=context,
-        tie_word_embeddings=False,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-
-
 def save_word_model(path: Path) -> Path:
     """A random model whose every answer token is a whole ASCII word (as tests/test_chat.py builds it):
     its answer depends on the whole prompt, and streamed pieces are printable. It never ends a turn by
     itself (min_new_tokens; eos never wins), so an answer is exactly max_tokens long."""
-    from transformers import Qwen3ForCausalLM
-
     from minigpt.models.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer(TEXTS, vocab_size=300, min_frequency=1)
-    torch.manual_seed(0)
-    model = Qwen3ForCausalLM(_config(tokenizer, context=512)).eval()
+    model = tiny_qwen3(tokenizer, context=512, tied=False).eval()
     words = [
         i
         for i in range(len(tokenizer))
@@ -76,16 +56,13 @@ def save_scripted_model(path: Path) -> Path:
     the current token and the model is a bigram table. The chain's tokens (the newline that ends every
     prompt, the answer's tokens, ``<|im_end|>``) get one basis vector each, and ``lm_head`` maps each one to
     the next token of the chain: the next-token choice along the chain is exact, not merely likely."""
-    from transformers import Qwen3ForCausalLM
-
     from minigpt.models.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer(TEXTS + [SCRIPTED_ANSWER] * 30, vocab_size=300, min_frequency=1)
     chain = tokenizer("\n" + SCRIPTED_ANSWER, add_special_tokens=False)["input_ids"]
     chain.append(tokenizer.convert_tokens_to_ids("<|im_end|>"))
     assert len(set(chain)) == len(chain) <= 32, chain
-    torch.manual_seed(0)
-    model = Qwen3ForCausalLM(_config(tokenizer, context=256)).eval()
+    model = tiny_qwen3(tokenizer, context=256, tied=False).eval()
     with torch.no_grad():
         for layer in model.model.layers:
             layer.self_attn.o_proj.weight.zero_()

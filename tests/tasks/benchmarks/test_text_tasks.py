@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from support import addition_conversations
+from support import addition_conversations, tiny_qwen3
 
 from minigpt.rewards.general import extract_final_number
 from minigpt.tasks.batch_generation import cut_at_stop
@@ -23,24 +23,10 @@ QUESTIONS = [f"What is {a} plus {b}?" for a, b in ((1, 2), (3, 4), (5, 6), (12, 
 @pytest.fixture(scope="module")
 def tiny_adder_model(tiny_tokenizer_dir, tmp_path_factory):
     import torch
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    torch.manual_seed(0)
-    config = Qwen3Config(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    model = Qwen3ForCausalLM(config)
+    model = tiny_qwen3(tok, context=256, tied=True)
     # A few steps on sums, as chat turns and as plain text, so that greedy answers hold numbers.
     texts = []
     for row in addition_conversations(256, seed=4):

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from support import tiny_qwen3
 
 from minigpt.errors import ModelError
 from minigpt.tasks.tictactoe import load_player
@@ -20,9 +21,8 @@ CHATML = (
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+    from transformers import PreTrainedTokenizerFast
 
     texts = []
     for row in tictactoe_sft(sample=300, moves="one", seed=0):
@@ -38,22 +38,8 @@ def tiny_model_dir(tmp_path_factory):
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHATML
     )
-    torch.manual_seed(0)
-    config = Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
     path = tmp_path_factory.mktemp("tiny-ttt")
-    Qwen3ForCausalLM(config).save_pretrained(path)
+    tiny_qwen3(tokenizer, context=128, tied=True).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 
