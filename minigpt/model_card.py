@@ -23,7 +23,8 @@ from typing import Any
 import yaml
 
 from minigpt.models.model_origin import ModelOrigin, describe_origin, is_stage_folder, model_origin
-from minigpt.secrets import redact, redact_text
+from minigpt.secrets import redact_text
+from minigpt.stage_files import read_json_mapping, read_yaml_mapping
 
 CARD_FILE = "README.md"
 # How fast this machine ran, not how good the model is: left out of the card's metrics.
@@ -45,22 +46,6 @@ _STAGE_TEXT = {
 }
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return {}
-    return redact(data) if isinstance(data, dict) else {}
-
-
 def _value(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -79,10 +64,10 @@ def _table(header: tuple[str, str], rows: list[tuple[str, str]]) -> list[str]:
 
 
 def _is_classifier(folder: Path) -> bool:
-    architectures = _read_json(folder / "config.json").get("architectures") or []
+    architectures = read_json_mapping(folder / "config.json").get("architectures") or []
     if any(str(a).endswith("ForSequenceClassification") for a in architectures):
         return True
-    return _read_json(folder / "adapter_config.json").get("task_type") == "SEQ_CLS"
+    return read_json_mapping(folder / "adapter_config.json").get("task_type") == "SEQ_CLS"
 
 
 def _is_adapter(folder: Path) -> bool:
@@ -95,13 +80,13 @@ def _prepared_manifest(folder: Path, config: dict[str, Any]) -> dict[str, Any]:
     if not data.get("data_config"):
         return {}
     prepared = Path(data["prepared_dir"]) if data.get("prepared_dir") else folder / "data"
-    mixture = _read_yaml(Path(data["data_config"]))
+    mixture = read_yaml_mapping(Path(data["data_config"]))
     if mixture.get("stage") and mixture.get("name"):
-        named = _read_json(prepared / f"{mixture['stage']}_{mixture['name']}_manifest.json")
+        named = read_json_mapping(prepared / f"{mixture['stage']}_{mixture['name']}_manifest.json")
         if named:
             return named
     found = sorted(prepared.glob("*_manifest.json")) if prepared.is_dir() else []
-    return _read_json(found[0]) if len(found) == 1 else {}
+    return read_json_mapping(found[0]) if len(found) == 1 else {}
 
 
 def _hub_datasets(manifest: dict[str, Any]) -> list[str]:
@@ -321,8 +306,8 @@ def _usage_section(folder: Path) -> list[str]:
 def build_model_card(folder: str | Path, summary: dict[str, Any] | None = None) -> str:
     """The card text for a stage folder; ``summary``: the stage's summary (default: its ``stage.json``)."""
     folder = Path(folder)
-    config = _read_yaml(folder / "config.yaml")
-    summary = summary if summary is not None else _read_json(folder / "stage.json")
+    config = read_yaml_mapping(folder / "config.yaml")
+    summary = summary if summary is not None else read_json_mapping(folder / "stage.json")
     manifest = _prepared_manifest(folder, config)
     meta = yaml.safe_dump(front_matter(folder, config, manifest), sort_keys=False, allow_unicode=True)
     sections = [

@@ -8,7 +8,6 @@ machine. Everything copied from configs and logs is redacted, and the whole text
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -25,6 +24,7 @@ from minigpt.errors import MiniGPTError
 from minigpt.report.report_benchmarks import benchmark_section, evaluation_sections
 from minigpt.report.report_plots import TOPICS, StageSeries, draw_all, read_series
 from minigpt.secrets import redact, redact_text
+from minigpt.stage_files import read_json_mapping, read_yaml_mapping
 
 DASH = "—"
 VERSIONED = ("torch", "transformers", "trl", "datasets", "peft", "accelerate", "tokenizers")
@@ -55,22 +55,8 @@ class Stage:
 # ---------------------------------------------------------------- reading the run
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    return redact(data) if isinstance(data, dict) else {}
+def _redacted_yaml(path: Path) -> dict[str, Any]:
+    return redact(read_yaml_mapping(path))
 
 
 def _is_stage_folder(path: Path) -> bool:
@@ -82,7 +68,7 @@ def _is_stage_folder(path: Path) -> bool:
 def load_stages(run_dir: Path) -> tuple[str, list[Stage]]:
     """(run name, stages in pipeline order). Order: the manifest's, then stage folders it does not list.
     A single stage folder (``runs/x/sft``) is accepted as a one-stage run."""
-    manifest = _read_json(run_dir / "manifest.json")
+    manifest = read_json_mapping(run_dir / "manifest.json")
     records: dict[str, Any] = manifest.get("stages") or {}
     if not records and ((run_dir / "stage.json").exists() or (run_dir / "metrics.jsonl").exists()):
         folders = {run_dir.name: run_dir}
@@ -93,11 +79,11 @@ def load_stages(run_dir: Path) -> tuple[str, list[Stage]]:
     stages = []
     for name, folder in folders.items():
         record = records.get(name, {})
-        summary = _read_json(folder / "stage.json")
+        summary = read_json_mapping(folder / "stage.json")
         kind = record.get("kind") or (
             "train" if summary or (folder / "metrics.jsonl").exists() else "tokenizer"
         )
-        stage = Stage(name, folder, kind, record, summary, _read_config(folder / "config.yaml"))
+        stage = Stage(name, folder, kind, record, summary, _redacted_yaml(folder / "config.yaml"))
         if kind != "tokenizer":
             from minigpt.tasks.eval_runner import read_evaluations
 

@@ -7,10 +7,10 @@ it. The report card and ``minigpt eval`` go through here, never through a task b
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from minigpt.stage_files import read_json_mapping
 from minigpt.tasks.eval_spec import EvaluationSpec
 
 RESULT_PREFIX = "eval_"
@@ -40,17 +40,13 @@ def run_evaluation(spec: EvaluationSpec, model_dir: str | Path, out_json: str | 
     return result
 
 
+def _result(path: Path) -> dict[str, Any] | None:
+    return read_json_mapping(path) or None
+
+
 def run_evaluations(specs: list[EvaluationSpec], model_dir: str | Path) -> dict[str, dict[str, Any]]:
     """Every evaluation of ``specs`` on ``model_dir``, in order: ``{label: result}``."""
     return {spec.label: run_evaluation(spec, model_dir) for spec in specs}
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def read_evaluations(folder: str | Path) -> dict[str, dict[str, Any]]:
@@ -62,11 +58,11 @@ def read_evaluations(folder: str | Path) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for name in EVAL_TASKS.names():
         own = EVAL_TASKS.get(name).result_file
-        result = _read(folder / own) if own else None
+        result = _result(folder / own) if own else None
         if result is not None:
             found[name] = {"task": name, **result}
     for path in sorted(folder.glob(f"{RESULT_PREFIX}*.json")):
-        result = _read(path)
+        result = _result(path)
         if result is not None and result.get("task") in EVAL_TASKS:
             found[path.stem[len(RESULT_PREFIX) :]] = result
     return found
