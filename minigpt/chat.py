@@ -15,6 +15,7 @@ from typing import Any
 
 from minigpt.chat_input import input_pending, multiline_help, read_message
 from minigpt.errors import MiniGPTError, ModelError
+from minigpt.models.loading import load_causal_lm
 
 HELP = "Commands: /reset (forget the conversation), /exit (quit). Ctrl-C stops an answer."
 
@@ -201,13 +202,11 @@ def load_chat_model(
     """(model, tokenizer) from a saved stage folder; the tokenizer must carry a chat template. A folder
     shipping its own code (``auto_map``) is refused unless ``trust_remote_code``."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     from minigpt.models.loading import (
         ALLOW_ON_CLI,
         check_model_folder,
         load_tokenizer,
-        remote_code,
         resolve_dtype,
     )
 
@@ -221,15 +220,7 @@ def load_chat_model(
             f"{path}: the tokenizer has no chat template; chat needs a conversational checkpoint"
         )
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path,
-            dtype=resolve_dtype("auto", target),
-            use_safetensors=True,
-            trust_remote_code=remote_code(path, trust_remote_code, ALLOW_ON_CLI),
-        )
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}: cannot load the model: {exc}") from exc
+    model = load_causal_lm(path, resolve_dtype("auto", target), trust_remote_code)
     return model.to(target).eval(), tokenizer
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from minigpt.errors import ModelError
 from minigpt.export.gguf_tensors import ARCHITECTURES, gguf_tensors, shape_of
 from minigpt.export.gguf_vocab import vocab_of
+from minigpt.models.loading import load_causal_lm
 
 DTYPES = ("f16", "f32")
 # Kept in float32 at f16 as well, as llama.cpp's converter does: tiny, and the router decides which
@@ -27,7 +28,7 @@ def load_for_export(checkpoint: Path, trust_remote_code: bool = False) -> tuple[
     import torch
 
     from minigpt.lora import is_adapter_folder, load_adapter_folder
-    from minigpt.models.loading import ALLOW_ON_CLI, check_model_folder, load_tokenizer, remote_code
+    from minigpt.models.loading import ALLOW_ON_CLI, check_model_folder, load_tokenizer
 
     if not checkpoint.is_dir():
         raise ModelError(f"{checkpoint}: no such checkpoint folder")
@@ -35,17 +36,7 @@ def load_for_export(checkpoint: Path, trust_remote_code: bool = False) -> tuple[
     if is_adapter_folder(checkpoint):
         return load_adapter_folder(checkpoint, torch.float32, "eager", trust_remote_code), tokenizer
     check_model_folder(checkpoint)
-    from transformers import AutoModelForCausalLM
-
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            checkpoint,
-            dtype=torch.float32,
-            use_safetensors=True,
-            trust_remote_code=remote_code(checkpoint, trust_remote_code, ALLOW_ON_CLI),
-        )
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{checkpoint}: cannot load the model: {exc}") from exc
+    model = load_causal_lm(checkpoint, torch.float32, trust_remote_code)
     return model, tokenizer
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -61,6 +62,24 @@ def remote_code(source: str | os.PathLike, trust_remote_code: bool, allow: str =
                 f"would run; miniGPT does not run it unless you allow it: {allow} if you trust this folder"
             )
     return False
+
+
+def load_causal_lm(
+    path: str | os.PathLike, dtype: torch.dtype, trust_remote_code: bool = False, allow: str = ALLOW_ON_CLI
+) -> Any:
+    """A model folder's causal LM for inference or export: safetensors only, remote code only as
+    :func:`remote_code` allows; a folder transformers cannot load is a ModelError naming it."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=dtype,
+            use_safetensors=True,
+            trust_remote_code=remote_code(path, trust_remote_code, allow),
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot load the model: {exc}") from exc
 
 
 def load_tokenizer(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from minigpt.errors import ModelError
+from minigpt.models.loading import load_causal_lm
 
 # Stages whose output is a base model: it continues text and has never seen a chat turn.
 BASE_MODEL_STAGES = ("pretrain", "midtrain")
@@ -22,13 +23,11 @@ def load_for_generation(model_dir: str | Path, trust_remote_code: bool = False) 
     """(model in eval mode on the GPU if there is one, tokenizer) of a saved model folder; a folder that
     ships its own code (``auto_map``) is refused unless ``trust_remote_code``."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     from minigpt.models.loading import (
         ALLOW_ON_CLI,
         check_model_folder,
         load_tokenizer,
-        remote_code,
         resolve_dtype,
     )
 
@@ -38,15 +37,7 @@ def load_for_generation(model_dir: str | Path, trust_remote_code: bool = False) 
     check_model_folder(path)
     tokenizer = load_tokenizer(str(path), trust_remote_code=trust_remote_code, allow=ALLOW_ON_CLI)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path,
-            dtype=resolve_dtype("auto", device),
-            use_safetensors=True,
-            trust_remote_code=remote_code(path, trust_remote_code, ALLOW_ON_CLI),
-        )
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}: cannot load the model: {exc}") from exc
+    model = load_causal_lm(path, resolve_dtype("auto", device), trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
