@@ -15,7 +15,6 @@ from typing import Any
 
 from minigpt.chat_input import input_pending, multiline_help, read_message
 from minigpt.errors import MiniGPTError, ModelError
-from minigpt.models.loading import load_causal_lm
 
 HELP = "Commands: /reset (forget the conversation), /exit (quit). Ctrl-C stops an answer."
 
@@ -206,6 +205,7 @@ def load_chat_model(
     from minigpt.models.loading import (
         ALLOW_ON_CLI,
         check_model_folder,
+        load_causal_lm,
         load_tokenizer,
         resolve_dtype,
     )

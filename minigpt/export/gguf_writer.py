@@ -15,7 +15,6 @@ import numpy as np
 from minigpt.errors import ModelError
 from minigpt.export.gguf_tensors import ARCHITECTURES, gguf_tensors, shape_of
 from minigpt.export.gguf_vocab import vocab_of
-from minigpt.models.loading import load_causal_lm
 
 DTYPES = ("f16", "f32")
 # Kept in float32 at f16 as well, as llama.cpp's converter does: tiny, and the router decides which
@@ -28,7 +27,7 @@ def load_for_export(checkpoint: Path, trust_remote_code: bool = False) -> tuple[
     import torch
 
     from minigpt.lora import is_adapter_folder, load_adapter_folder
-    from minigpt.models.loading import ALLOW_ON_CLI, check_model_folder, load_tokenizer
+    from minigpt.models.loading import ALLOW_ON_CLI, check_model_folder, load_causal_lm, load_tokenizer
 
     if not checkpoint.is_dir():
         raise ModelError(f"{checkpoint}: no such checkpoint folder")

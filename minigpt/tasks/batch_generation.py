@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from minigpt.errors import ModelError
-from minigpt.models.loading import load_causal_lm
 
 # Stages whose output is a base model: it continues text and has never seen a chat turn.
 BASE_MODEL_STAGES = ("pretrain", "midtrain")
@@ -27,6 +26,7 @@ def load_for_generation(model_dir: str | Path, trust_remote_code: bool = False) 
     from minigpt.models.loading import (
         ALLOW_ON_CLI,
         check_model_folder,
+        load_causal_lm,
         load_tokenizer,
         resolve_dtype,
     )
