@@ -116,7 +116,6 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[R
     run_dir = Path(recipe.output_dir)
     planned: list[PlannedStage] = []
     keys = StageKeys(run_dir)
-    tokenizer_dir: str | None = None
     for index, entry in enumerate(recipe.stages):
         out = run_dir / entry.name
         parent = _parent_index(recipe.stages, index, path, lines)
@@ -149,12 +148,25 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[R
             )
             planned.append(PlannedStage(entry, cfg, key, out))
             planned[-1].parent = parent
-            tokenizer_dir = cfg.output_dir
         else:
             data = deep_merge(recipe.defaults, data)
             data["output_dir"] = str(out)
             data.setdefault("seed", recipe.seed)
             model = data.setdefault("model", {})
+            if entry.from_stage is not None and "init" in model and model["init"] != model_dir:
+                raise ConfigError(
+                    f"{source}: 'from: {entry.from_stage}' and model.init '{model['init']}' name two starting "
+                    "points: keep one"
+                )
+            # the tokenizer a stage gets by default is the nearest tokenizer stage on its own chain
+            tokenizer_dir = next(
+                (
+                    str(run_dir / recipe.stages[i].name)
+                    for i in keys.ancestors(parent)
+                    if recipe.stages[i].kind == "tokenizer"
+                ),
+                None,
+            )
             if "init" not in model:
                 if model_dir is None:
                     raise ConfigError(

@@ -41,7 +41,7 @@ from minigpt.registry import STAGES
 from minigpt.stages.stage import RunState, StageContext
 from minigpt.stages.stage_config import StageConfig
 from minigpt.stages.trainer_hooks import MiniGPTTrainerMixin
-from minigpt.typed_config import dump_config
+from minigpt.typed_config import dump_config, validate
 
 _RUN_MARKERS = ("metrics.jsonl", "checkpoints", DONE_FILE)
 _ASIDE_PREFIX = ".replaced-"
@@ -218,18 +218,28 @@ def _same_config(output_dir: Path, cfg: StageConfig) -> bool:
     changed config (more steps, other data) is a request to train on, and goes through the trainer."""
     import yaml
 
+    from minigpt.errors import MiniGPTError
     from minigpt.secrets import redact
 
     try:
         saved = yaml.safe_load((output_dir / "config.yaml").read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return False
-    current = redact(cfg.model_dump(mode="json"))
     if not isinstance(saved, dict):
         return False
-    saved.pop("resume", None)
-    current.pop("resume", None)
-    return saved == current
+    # Compared as validated configs without their defaults: a snapshot written by an earlier version (its
+    # algo as the user wrote it, fewer fields) is the same config when it validates to the same values.
+    try:
+        saved_cfg = validate(StageConfig, saved, str(output_dir / "config.yaml"))
+    except (MiniGPTError, ValueError):
+        return False
+
+    def comparable(config: StageConfig) -> dict[str, Any]:
+        dump = redact(config.model_dump(mode="json", exclude_defaults=True))
+        dump.pop("resume", None)
+        return dump
+
+    return comparable(saved_cfg) == comparable(cfg)
 
 
 def _finished_summary(output_dir: Path, cfg: StageConfig, console: bool) -> dict[str, Any] | None:

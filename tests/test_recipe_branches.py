@@ -120,11 +120,20 @@ def test_bad_from_is_named_with_file_and_line(tmp_path, branch, message):
 
 
 def test_model_init_in_another_branch_is_refused(tmp_path):
-    path = _recipe(tmp_path, {5: {"from": "sft"}})
+    path = _recipe(tmp_path)  # rloo starts from grpo (the stage before it); dpo is another branch
     cfg = yaml.safe_load(path.read_text())
     cfg["stages"][5]["config"]["model"] = {"init": str(tmp_path / "run" / "dpo")}
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     with pytest.raises(
         ConfigError, match=r"output of stage 'dpo', which this stage 'rloo' does not start from"
     ):
+        load_recipe(path)
+
+
+def test_from_and_another_model_init_are_refused(tmp_path):
+    path = _recipe(tmp_path)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["stages"][4]["config"]["model"] = {"init": "tiny"}
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"'from: sft' and model.init 'tiny' name two starting points"):
         load_recipe(path)

@@ -132,6 +132,10 @@ class StageConfig(Strict):
             raise ValueError("data: give 'train' files or a 'data_config' mixture")
         if type(self) is StageConfig:  # built as StageConfig(...), which cannot pick the stage's class
             raise ValueError("build a stage config with StageConfig.model_validate(...)")
+        from minigpt.registry import STAGES
+
+        if not isinstance(self.algo, STAGES.get(self.stage).params):  # e.g. stage changed by assignment
+            raise ValueError(f"algo is not the fields of stage '{self.stage}': validate the config again")
         return self
 
     @classmethod
@@ -159,11 +163,14 @@ def stage_config_class(name: str) -> type[StageConfig]:
     from minigpt.registry import STAGES
 
     params = STAGES.get(name).params
-    return create_model(
+    cls = create_model(
         f"{params.__name__}StageConfig",
         __base__=StageConfig,
+        __module__=__name__,
         algo=(params, Field(default={}, validate_default=True)),  # absent: required fields are named
     )
+    globals()[cls.__name__] = cls  # found by name, so a config pickles (spawned workers)
+    return cls
 
 
 def load_stage_config(

@@ -62,7 +62,7 @@ class MiniGPTTrainerMixin:
         skip = minigpt_stage.ctx.cfg.train.max_bad_steps > 0  # else a failed reward raises where it is called
         for fn in self.minigpt_rewards:
             fn.skip_faults = skip
-        # First, so that every other callback's on_log sees the project's names.
+        # Before the caller's callbacks: the project's log record is written first at each log step.
         self.minigpt_metrics = MetricsCallback(self)
         kwargs["callbacks"] = [self.minigpt_metrics, *(kwargs.get("callbacks") or [])]
         super().__init__(*args, **kwargs)
@@ -356,7 +356,10 @@ def hooked(base: type, *mixins: type, **attributes: Any) -> type:
     """``base`` (a transformers/TRL trainer class) with the project's hooks first in its bases, then ``mixins``,
     and class ``attributes``; one class per combination."""
     bases = (MiniGPTTrainerMixin, *mixins, base)
-    return type(f"Hooked{base.__name__}", bases, dict(attributes))
+    name = "Hooked" + "".join(m.__name__ for m in mixins) + base.__name__
+    cls = type(name, bases, {**attributes, "__module__": __name__})
+    globals()[cls.__name__] = cls  # found by name, so it pickles
+    return cls
 
 
 class MetricsCallback(TrainerCallback):

@@ -32,7 +32,15 @@ def headline_scores(evaluations: dict[str, dict[str, Any]]) -> dict[str, float]:
 def sharp_drops(
     start: dict[str, dict[str, Any]], now: dict[str, dict[str, Any]], threshold: float = SHARP_DROP
 ) -> list[str]:
-    """One line per headline score that fell by ``threshold`` or more from ``start`` to ``now``."""
+    """One line per headline score that fell by ``threshold`` or more from ``start`` to ``now``; only results
+    measured the same way are compared (a start evaluated with other ``settings``, e.g. another subset of
+    positions, is not)."""
+    same = {
+        label
+        for label in now
+        if label in start and start[label].get("settings") == now[label].get("settings")
+    }
+    start = {label: start[label] for label in same}
     before, after = headline_scores(start), headline_scores(now)
     return [
         f"{key} fell from {before[key]:.1%} to {value:.1%}"

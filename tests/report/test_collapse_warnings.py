@@ -73,3 +73,11 @@ def run_dir_without_drop(tmp_path: Path) -> Path:
     _write_stage(run, "sft", 4, RandomAgent(seed=3))
     _write_stage(run, "dpo", 4, MinimaxAgent(seed=3), {"model": {"init": str(run / "sft")}})
     return run
+
+
+def test_results_measured_differently_are_not_compared():
+    start = {"tictactoe": {**_ttt(0.9), "settings": {"positions": 500}}}
+    now = {"tictactoe": {**_ttt(0.1), "settings": {"positions": None}}}
+    assert sharp_drops(start, now) == []
+    now["tictactoe"]["settings"] = {"positions": 500}
+    assert len(sharp_drops(start, now)) == 1
