@@ -239,6 +239,7 @@ def test_lora_grpo_runs_with_a_kl_reference(tmp_path, tiny_tokenizer_dir):
     assert (out / "model.safetensors").exists() and not (out / ".reference").exists()
 
 
+@pytest.mark.slow
 def test_unmerged_adapter_folder_feeds_the_next_stage(tmp_path, tiny_tokenizer_dir, lm_data):
     pre = _cfg(
         tmp_path, tiny_tokenizer_dir, "pretrain", [lm_data["text"]], "pre", max_steps=3, eval_interval=0

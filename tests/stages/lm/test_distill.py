@@ -300,6 +300,7 @@ def _tag_loss(model_dir, tok_dir, rows) -> float:
     return float(torch.nn.functional.cross_entropy(logits[:, :-1][mask], targets[mask]))
 
 
+@pytest.mark.slow
 def test_tag_weight_teaches_the_tags_faster(tmp_path, tiny_tokenizer_dir):
     train = write_jsonl(tmp_path / "train.jsonl", reasoning_rows(300, seed=1))
     held_out = reasoning_rows(40, seed=2)

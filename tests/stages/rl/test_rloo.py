@@ -16,6 +16,7 @@ from test_grpo import rl_cfg, run  # a sibling module: pytest puts tests/stages/
 from minigpt.metrics import read_metrics
 
 
+@pytest.mark.slow
 def test_rloo_reward_rises_with_kl(tmp_path, tiny_tokenizer_dir):
     cfg = rl_cfg(
         tmp_path,
