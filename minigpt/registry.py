@@ -64,6 +64,17 @@ class Registry(Generic[T]):
         raise ConfigError(f"unknown {self.kind} '{name}'.{hint} Known: {known}{extra}.")
 
 
+def registered(registry: Registry[Any], value: str) -> str:
+    """``value`` when it names an entry of ``registry``; else a ValueError with the registry's message (the
+    close match and the known names), for a pydantic validator to report at its field."""
+    if value not in registry:
+        try:
+            registry.get(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
 def import_object(path: str, kind: str) -> Any:
     """Import ``module:attr``. Only ever called for a name a user wrote in a config (never implicitly)."""
     module_name, _, attr = path.partition(":")

@@ -9,11 +9,12 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from minigpt.errors import ConfigError
 
@@ -257,3 +258,17 @@ def dump_config(config: BaseModel, path: str | os.PathLike) -> None:
 
     data = redact(config.model_dump(mode="json"))
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+def typed_variant(base: type[M], field: str, params: type[BaseModel], suffix: str) -> type[M]:
+    """``base`` with ``field`` typed as ``params`` (a config whose fields depend on one of its keys: a stage's
+    ``algo``, an evaluation's ``args``). An absent ``field`` is validated as ``{}``, so required fields are
+    named; the class is registered in ``base``'s module under its name, so instances pickle."""
+    cls = create_model(
+        f"{params.__name__}{suffix}",
+        __base__=base,
+        __module__=base.__module__,
+        **{field: (params, Field(default={}, validate_default=True))},
+    )
+    setattr(sys.modules[base.__module__], cls.__name__, cls)
+    return cls

@@ -11,12 +11,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, create_model, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from minigpt.errors import ConfigError
 from minigpt.lora_config import LoRAConfig
 from minigpt.models.model_config import ModelConfig
-from minigpt.typed_config import Strict, apply_overrides, read_yaml, validate
+from minigpt.typed_config import Strict, apply_overrides, read_yaml, typed_variant, validate
 
 
 class DataSpec(Strict):
@@ -117,14 +116,9 @@ class StageConfig(Strict):
     @field_validator("stage")
     @classmethod
     def _known_stage(cls, value: str) -> str:
-        from minigpt.registry import STAGES
+        from minigpt.registry import STAGES, registered
 
-        if value not in STAGES:
-            try:
-                STAGES.get(value)
-            except ConfigError as exc:  # the registry's message: the close match and the known names
-                raise ValueError(str(exc)) from None
-        return value
+        return registered(STAGES, value)
 
     @model_validator(mode="after")
     def _check(self) -> StageConfig:
@@ -162,15 +156,7 @@ def stage_config_class(name: str) -> type[StageConfig]:
     """``StageConfig`` with ``algo`` typed as the Params of stage ``name``."""
     from minigpt.registry import STAGES
 
-    params = STAGES.get(name).params
-    cls = create_model(
-        f"{params.__name__}StageConfig",
-        __base__=StageConfig,
-        __module__=__name__,
-        algo=(params, Field(default={}, validate_default=True)),  # absent: required fields are named
-    )
-    globals()[cls.__name__] = cls  # found by name, so a config pickles (spawned workers)
-    return cls
+    return typed_variant(StageConfig, "algo", STAGES.get(name).params, "StageConfig")
 
 
 def load_stage_config(

@@ -8,10 +8,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, create_model, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from minigpt.errors import ConfigError
-from minigpt.typed_config import Strict
+from minigpt.typed_config import Strict, typed_variant
 
 
 class EvaluationSpec(Strict):
@@ -30,14 +29,9 @@ class EvaluationSpec(Strict):
     @field_validator("task")
     @classmethod
     def _known_task(cls, value: str) -> str:
-        from minigpt.registry import EVAL_TASKS
+        from minigpt.registry import EVAL_TASKS, registered
 
-        if value not in EVAL_TASKS:
-            try:
-                EVAL_TASKS.get(value)
-            except ConfigError as exc:  # the registry's message: the close match and the known names
-                raise ValueError(str(exc)) from None
-        return value
+        return registered(EVAL_TASKS, value)
 
     @model_validator(mode="wrap")
     @classmethod
@@ -56,12 +50,7 @@ def eval_spec_class(task: str) -> type[EvaluationSpec]:
     """``EvaluationSpec`` with ``args`` typed as task ``task``'s args class."""
     from minigpt.registry import EVAL_TASKS
 
-    params = EVAL_TASKS.get(task).params
-    return create_model(
-        f"{params.__name__}Spec",
-        __base__=EvaluationSpec,
-        args=(params, Field(default={}, validate_default=True)),  # absent: required fields are named
-    )
+    return typed_variant(EvaluationSpec, "args", EVAL_TASKS.get(task).params, "Spec")
 
 
 def evaluation_list(value: Any) -> Any:
