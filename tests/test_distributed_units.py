@@ -20,8 +20,10 @@ from minigpt.distributed import broadcast_from_main, combine_sums, merge_sums, s
 from minigpt.errors import DataError
 from minigpt.metrics import Throughput, mfu_percent
 from minigpt.stages import trainer_hooks as trainer_module
+from minigpt.stages import trainer_logging as logging_module
 from minigpt.stages.stage import RunState
-from minigpt.stages.trainer_hooks import MetricsCallback, MiniGPTTrainerMixin
+from minigpt.stages.trainer_hooks import MiniGPTTrainerMixin
+from minigpt.stages.trainer_logging import MetricsCallback
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,11 +97,14 @@ def _fake_trainer(processes: int, local_tokens: int, seen: int) -> types.SimpleN
 def test_metrics_callback_reports_global_counts_with_two_processes(monkeypatch):
     """Two processes simulated by reducers that add an identical second process: the logged rates and the
     token count are the sums, accuracy the weighted mean, MFU divides the summed rate by peak × devices."""
-    monkeypatch.setattr(
-        trainer_module, "sum_over_processes", lambda values, device=None: [2 * v for v in values]
-    )
+
+    def doubled(values, device=None):
+        return [2 * v for v in values]
+
+    for module in (trainer_module, logging_module):  # token count (hooks) and the rates (logging)
+        monkeypatch.setattr(module, "sum_over_processes", doubled)
     other = {"train/mean_token_accuracy": (0.0, 4.0)}  # the second process got 0 of 4 tokens right
-    monkeypatch.setattr(trainer_module, "merge_sums", lambda pairs: combine_sums([pairs, other]))
+    monkeypatch.setattr(logging_module, "merge_sums", lambda pairs: combine_sums([pairs, other]))
     log = _Log()
     state = RunState(log=log, flops_per_token=1e6, peak_flops=1e12, n_devices=2)
     state.throughput.add(640, 10)
