@@ -4,7 +4,7 @@ the run log and its trackers, and a progress bar without transformers' own print
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -13,14 +13,13 @@ from minigpt.distributed import merge_sums, sum_over_processes
 from minigpt.errors import TrainingError
 from minigpt.metrics import mfu_percent, rename
 
-if TYPE_CHECKING:
-    from minigpt.stages.trainer_hooks import MiniGPTTrainerMixin
-
 
 class MetricsCallback(TrainerCallback):
     """Turns each transformers/TRL log call into docs/design.md §5 metrics and sends them to the run log."""
 
-    def __init__(self, trainer: MiniGPTTrainerMixin):
+    def __init__(self, trainer: Any):
+        # ``trainer``: the hooked trainer that builds this callback (trainer_hooks.MiniGPTTrainerMixin);
+        # not imported here, which would make the two modules import each other.
         self.trainer = trainer
         self.state = trainer.minigpt_state
         self.last_eval_step: int | None = None
