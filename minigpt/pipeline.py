@@ -62,7 +62,17 @@ class Recipe(Strict):
     @field_validator("evaluation")
     @classmethod
     def _unique_labels(cls, value: list[EvaluationSpec]) -> list[EvaluationSpec]:
+        during = [s.label for s in value if s.during_training is not None]
+        if len(during) > 1:
+            raise ValueError(
+                f"evaluations {', '.join(during)} both have during_training: one task evaluation runs "
+                "during training (its metrics are eval/task/*)"
+            )
         return check_labels(value)
+
+    def training_evaluation(self) -> EvaluationSpec | None:
+        """The evaluation stages run while they train (the entry with ``during_training``), if any."""
+        return next((s.training_spec() for s in self.evaluation if s.during_training is not None), None)
 
 
 def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -116,6 +126,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[R
     run_dir = Path(recipe.output_dir)
     planned: list[PlannedStage] = []
     keys = StageKeys(run_dir)
+    training_eval = recipe.training_evaluation()
     for index, entry in enumerate(recipe.stages):
         out = run_dir / entry.name
         parent = _parent_index(recipe.stages, index, path, lines)
@@ -175,6 +186,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[R
                 model["init"] = model_dir
             if "tokenizer" not in model and tokenizer_dir and model["init"] != model_dir:
                 model["tokenizer"] = tokenizer_dir
+            if training_eval is not None and "task_eval" not in data and _evaluates_while_training(data):
+                data["task_eval"] = training_eval.model_dump(mode="json")
             _refuse_later_outputs(data, run_dir, recipe.stages, index, source)
             _refuse_other_branches(data, run_dir, recipe.stages, keys.ancestors(parent), index, source)
             cfg = validate(StageConfig, data, source, cfg_lines)
@@ -193,6 +206,19 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[R
             planned.append(PlannedStage(entry, cfg, key, out))
             planned[-1].parent = parent
     return recipe, planned
+
+
+def _evaluates_while_training(data: dict[str, Any]) -> bool:
+    """A stage gets the recipe's task evaluation during training when it sets ``train.eval_interval`` and
+    its model answers prompts (not the reward model)."""
+    from minigpt.registry import STAGES
+
+    train = data.get("train")
+    interval = train.get("eval_interval") if isinstance(train, dict) else None
+    stage = data.get("stage")
+    if not isinstance(interval, int) or interval <= 0 or not isinstance(stage, str) or stage not in STAGES:
+        return False
+    return STAGES.get(stage).generates_text
 
 
 def _parent_index(stages: list[StageEntry], index: int, path: Path, lines: dict) -> int | None:

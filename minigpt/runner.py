@@ -336,7 +336,14 @@ def _run_locked(
     if eval_ds is not None and cfg.train.eval_batches and len(eval_ds) > cfg.train.eval_batches * eval_bs:
         eval_ds = eval_ds.select(range(cfg.train.eval_batches * eval_bs))
     args_kwargs = training_arguments(cfg, device, output_dir, eval_ds is not None)
-    trainer = stage.build_trainer(args_kwargs, train_ds, eval_ds, list(callbacks))
+    task_eval = None
+    if cfg.task_eval is not None:
+        from minigpt.stages.task_evaluation import TaskEvalCallback
+
+        task_eval = TaskEvalCallback(cfg.task_eval, tokenizer, state, cfg.train.eval_interval)
+        log.note(f"task evaluation during training: {cfg.task_eval.task}, {_interval_text(cfg)}")
+    extra = [task_eval] if task_eval is not None else []
+    trainer = stage.build_trainer(args_kwargs, train_ds, eval_ds, [*callbacks, *extra])
     if not isinstance(trainer, MiniGPTTrainerMixin):  # a stage's contract: its trainer carries the hooks
         raise TypeError(
             f"stage {cfg.stage}: build_trainer must return a hooked trainer (trainer_hooks.hooked)"
@@ -395,6 +402,8 @@ def _run_locked(
         "train_rows": len(train_rows),
         "val_rows": len(val_rows),
     }
+    if task_eval is not None:
+        summary["task_eval"] = task_eval.summary(train_seconds)
     if is_main:
         # The card before stage.json: a folder that counts as finished always has its card.
         write_model_card(output_dir, summary)
@@ -403,6 +412,11 @@ def _run_locked(
             shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
     barrier()  # the next stage of a recipe reads this folder: no process may start it before it is written
     return summary
+
+
+def _interval_text(cfg: StageConfig) -> str:
+    every = cfg.train.eval_interval
+    return f"at the start, every {every} steps and at the end" if every else "at the start and at the end"
 
 
 def run_stage_file(

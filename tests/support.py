@@ -207,3 +207,37 @@ def tiny_qwen3(tokenizer, *, context: int = 256, tied: bool = True, seed: int = 
         pad_token_id=tokenizer.pad_token_id,
     )
     return Qwen3ForCausalLM(config)
+
+
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def tictactoe_model_dir(path: Path, *, sample: int = 300, vocab_size: int = 320, context: int = 128) -> Path:
+    """A tiny random tic-tac-toe model folder in ``path``: a byte-level BPE trained on seeded SFT answers,
+    the ChatML template, and :func:`tiny_qwen3`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from minigpt.tasks.tictactoe.generators import tictactoe_sft
+
+    texts = []
+    for row in tictactoe_sft(sample=sample, moves="one", seed=0):
+        texts.extend(m["content"] for m in row["messages"])
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    raw.train_from_iterator(texts, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHATML
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    tiny_qwen3(tokenizer, context=context, tied=True).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

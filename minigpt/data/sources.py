@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from minigpt.data.mixture_config import SourceConfig
 from minigpt.data.problems import Location, data_error
@@ -33,6 +35,23 @@ def offline_mode(explicit: bool | None = None) -> bool:
     return any(
         os.environ.get(k, "").strip().lower() in _TRUE for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
     )
+
+
+START_MODEL_ARG = "start_model"
+"""A generator parameter of this name samples from a model: a stage preparing the mixture fills it with its
+own starting model (``model.init``) when the mixture does not name one (:func:`start_model_overrides`)."""
+
+
+def start_model_overrides(config: Any, start: str) -> list[str]:
+    """``--set`` overrides giving every generator source of the mixture ``config`` that takes a
+    ``start_model`` and has none the model ``start``."""
+    out = []
+    for index, src in enumerate(config.sources):
+        if src.generator is None or START_MODEL_ARG in src.generator_args:
+            continue
+        if START_MODEL_ARG in inspect.signature(GENERATORS.get(src.generator)).parameters:
+            out.append(f"sources.{index}.generator_args.{START_MODEL_ARG}={json.dumps(start)}")
+    return out
 
 
 def hash_files(files: list[Path], root: Path | None) -> str:
@@ -74,10 +93,17 @@ class OpenedSource:
         if self.files:
             return {"files": hash_files(self.files, self.root)}
         if src.generator is not None:
-            return {
+            found = {
                 "generator": src.generator,
                 "code": source_code_hash(GENERATORS.get(src.generator)),
             }
+            start = src.generator_args.get(START_MODEL_ARG)
+            if (
+                isinstance(start, str) and Path(start).is_dir()
+            ):  # rows sampled from a model: its weights count
+                weights = sorted(Path(start).glob("*.safetensors")) + sorted(Path(start).glob("config.json"))
+                found[START_MODEL_ARG] = hash_files(weights, Path(start))
+            return found
         return {
             "hub": src.hub,
             "config": src.config,

@@ -112,6 +112,18 @@ TOPICS: tuple[Topic, ...] = (
         ylim=(-0.02, 1.02),
     ),
     Topic(
+        "task_eval",
+        "Task evaluation during training (the recipe's evaluation with during_training)",
+        "rate over the fixed subset (fraction of positions)",
+        (
+            Line("eval/task/optimal_rate", "optimal"),
+            Line("eval/task/illegal_rate", "illegal", "--", "s"),
+            Line("eval/task/parse_error_rate", "unparseable", ":", "^"),
+        ),
+        "no stage ran a task evaluation during training (evaluation[].during_training and train.eval_interval)",
+        ylim=(-0.02, 1.02),
+    ),
+    Topic(
         "throughput",
         "Training throughput",
         "tokens / second",

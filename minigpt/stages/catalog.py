@@ -26,14 +26,17 @@ class StageSpec:
     """``module:Class`` of the Stage subclass."""
     params: type[Strict]
     """The stage's ``algo:`` fields."""
+    generates_text: bool = True
+    """Whether the trained model answers prompts, so a task can evaluate it during training (not the reward
+    model, a classifier)."""
 
     def load(self) -> Any:
         """The Stage class (imports its module: torch and the trainer libraries)."""
         return import_object(self.implementation, "stage")
 
 
-def _stage(name: str, implementation: str, params: type[Strict] = NoParams) -> None:
-    STAGES.register(name)(StageSpec(name, implementation, params))
+def _stage(name: str, implementation: str, params: type[Strict] = NoParams, **more: Any) -> None:
+    STAGES.register(name)(StageSpec(name, implementation, params, **more))
 
 
 _stage("pretrain", "minigpt.stages.lm.pretrain:PretrainStage")
@@ -42,7 +45,7 @@ _stage("sft", "minigpt.stages.lm.sft:SFTStage")
 _stage("distill", "minigpt.stages.lm.distill:DistillStage", DistillParams)
 _stage("reasoning_distill", "minigpt.stages.lm.distill:ReasoningDistillStage", ReasoningParams)
 _stage("dpo", "minigpt.stages.preference.dpo:DPOStage", DPOParams)
-_stage("reward", "minigpt.stages.preference.reward:RewardStage", RewardParams)
+_stage("reward", "minigpt.stages.preference.reward:RewardStage", RewardParams, generates_text=False)
 _stage("grpo", "minigpt.stages.rl.grpo:GRPOStage", GRPOParams)
 _stage("rloo", "minigpt.stages.rl.rloo:RLOOStage", RLOOParams)
 _stage("ppo", "minigpt.stages.rl.ppo:PPOStage", PPOParams)

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from minigpt.lora_config import LoRAConfig
 from minigpt.models.model_config import ModelConfig
+from minigpt.tasks.eval_spec import EvaluationSpec
 from minigpt.typed_config import Strict, apply_overrides, read_yaml, typed_variant, validate
 
 
@@ -112,6 +113,10 @@ class StageConfig(Strict):
     """Train a LoRA adapter instead of every weight (any stage); absent or null: full fine-tuning."""
     resume: bool = False
     """Continue from the newest complete checkpoint in ``<output_dir>/checkpoints``."""
+    task_eval: EvaluationSpec | None = None
+    """A task evaluation run on the model while it trains: at the start, every ``train.eval_interval`` steps
+    and at the end, logged as ``eval/task/<metric>`` (docs/design.md §5). In a recipe it comes from the
+    ``evaluation`` entry with ``during_training``, for the stages with ``train.eval_interval`` > 0."""
 
     @field_validator("stage")
     @classmethod
@@ -130,6 +135,15 @@ class StageConfig(Strict):
 
         if not isinstance(self.algo, STAGES.get(self.stage).params):  # e.g. stage changed by assignment
             raise ValueError(f"algo is not the fields of stage '{self.stage}': validate the config again")
+        if self.task_eval is not None:
+            from minigpt.registry import EVAL_TASKS
+
+            if not STAGES.get(self.stage).generates_text:
+                raise ValueError(
+                    f"task_eval: stage '{self.stage}' trains a model that does not answer prompts"
+                )
+            if EVAL_TASKS.get(self.task_eval.task).during_training is None:
+                raise ValueError(f"task_eval: task '{self.task_eval.task}' has no evaluation during training")
         return self
 
     @classmethod

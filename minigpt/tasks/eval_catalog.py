@@ -6,7 +6,10 @@
   table and plot show (none for a task that only shows text);
 - ``describe(result) -> str``: markdown for one result (what ``minigpt eval`` prints);
 - ``report(results) -> [lines]``: the report card's section over ``[(stage, result), ...]``; absent: a
-  generic one (the headline per stage, then each stage's ``describe`` folded).
+  generic one (the headline per stage, then each stage's ``describe`` folded);
+- ``during_training(model, tokenizer, args) -> {metric: value}``: the task on the model being trained (in
+  memory, eval mode, no gradients), logged as ``eval/task/<metric>``; absent: the task cannot run during
+  training (``evaluation[].during_training`` is refused).
 
 Adding a task: its args class in a torch-free module, its functions in another, one ``_task(...)`` line here.
 """
@@ -45,6 +48,7 @@ class EvalTask:
     """``module:function(subparsers)`` adding the task's own sub-commands to ``minigpt``."""
     eval_flags: str | None = None
     """``module:function(parser) -> (namespace -> args given)``: the task's own ``minigpt eval`` flags."""
+    during_training: str | None = None
 
     def function(self, role: str) -> Callable[..., Any]:
         path = getattr(self, role)
@@ -66,6 +70,7 @@ _task(
     result_file="task_eval.json",  # the name it had before tasks were registered (old run folders)
     commands=("minigpt.tasks.tictactoe.play:register_play",),
     eval_flags="minigpt.tasks.tictactoe.eval_task:add_eval_flags",
+    during_training="minigpt.tasks.tictactoe.eval_task:evaluate_during_training",
 )
 _task(
     name="gsm8k",

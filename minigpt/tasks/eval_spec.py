@@ -8,7 +8,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from minigpt.typed_config import Strict, typed_variant
 
@@ -21,6 +21,11 @@ class EvaluationSpec(Strict):
     Two evaluations of one task need two names."""
     args: Any = None
     """The task's switches (its args class; docs/report.md)."""
+    during_training: dict[str, Any] | None = None
+    """Also run this task while a stage trains (every ``train.eval_interval`` steps, at the start and at the
+    end; logged as ``eval/task/*``), with these switches over ``args`` (e.g. a small fixed subset of
+    positions). Only for a task that can evaluate the in-memory model (tic-tac-toe); null: only after the
+    stage."""
 
     @property
     def label(self) -> str:
@@ -33,6 +38,23 @@ class EvaluationSpec(Strict):
 
         return registered(EVAL_TASKS, value)
 
+    @field_validator("during_training")
+    @classmethod
+    def _check_during_training(cls, value: dict[str, Any] | None, info: ValidationInfo) -> Any:
+        args = info.data.get("args")
+        if value is not None and isinstance(args, BaseModel):  # the typed variant: args validated first
+            _training_args(info.data["task"], args, value)
+        return value
+
+    def training_spec(self) -> EvaluationSpec | None:
+        """The evaluation a stage runs during training: ``args`` with ``during_training`` over them (None
+        without ``during_training``). A task without an in-training evaluation, or a wrong switch, raises
+        ValueError naming ``during_training``."""
+        if self.during_training is None:
+            return None
+        args = _training_args(self.task, self.args, self.during_training)
+        return self.model_copy(update={"args": args, "during_training": None})
+
     @model_validator(mode="wrap")
     @classmethod
     def _typed_args(cls, data: Any, handler: Any) -> Any:
@@ -43,6 +65,23 @@ class EvaluationSpec(Strict):
             if isinstance(task, str) and task in EVAL_TASKS:
                 return eval_spec_class(task).model_validate(data)
         return handler(data)
+
+
+def _training_args(task: str, args: BaseModel, during: dict[str, Any]) -> BaseModel:
+    """``args`` with ``during`` over them, validated; ValueError for a task without an in-training
+    evaluation or a wrong switch (named)."""
+    from minigpt.registry import EVAL_TASKS
+
+    if EVAL_TASKS.get(task).during_training is None:
+        raise ValueError(f"task '{task}' has no evaluation during training")
+    try:
+        return type(args).model_validate({**args.model_dump(exclude_unset=True), **during})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(args)'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise ValueError(problems) from None
 
 
 @cache

@@ -52,11 +52,15 @@ def load_rows(
     data = cfg.data
     if data.data_config:
         from minigpt.data import prepare_dataset
+        from minigpt.data.mixture_config import load_mixture
+        from minigpt.data.sources import start_model_overrides
         from minigpt.distributed import is_main_process, main_process_first
 
         prepared_dir = Path(data.prepared_dir) if data.prepared_dir else output_dir / "data"
         # One process prepares; the others wait, then only read its output (fingerprint match), never write.
         main = is_main_process()
+        # Generators that sample from a model (on-policy pairs) sample from the stage's own start.
+        starts = start_model_overrides(load_mixture(data.data_config), cfg.model.init)
         with main_process_first():
             prepared = prepare_dataset(
                 data.data_config,
@@ -64,6 +68,7 @@ def load_rows(
                 tokenizer=tokenizer,
                 use_prepared=data.use_prepared,
                 reuse_only=not main,
+                overrides=starts,
             )
         built = prepared.manifest.get("schema")
         if built != schema:

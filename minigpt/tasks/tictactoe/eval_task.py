@@ -19,6 +19,31 @@ def evaluate(model_dir: str | Path, args: TicTacToeEvalArgs) -> dict[str, Any]:
     return evaluate_checkpoint(model_dir, **args.model_dump())
 
 
+def evaluate_during_training(model: Any, tokenizer: Any, args: TicTacToeEvalArgs) -> dict[str, float]:
+    """The optimal-move rate over ``args``' fixed position subset and, with ``exhaustive``, the exhaustive
+    check's losses and invalid answers per seat, on the model being trained. Games are not played here
+    (their rates need hundreds of games to be read; the subset's rates are exact for its positions)."""
+    from minigpt.tasks.tictactoe.arena import exhaustive_check
+    from minigpt.tasks.tictactoe.eval_settings import position_subset
+    from minigpt.tasks.tictactoe.evaluate import optimal_move_rate
+    from minigpt.tasks.tictactoe.player import ModelPlayer
+
+    player = ModelPlayer(model, tokenizer, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    out: dict[str, float] = {}
+    if args.optimal_rate:
+        sweep = optimal_move_rate(
+            player, args.batch_size, position_subset(args.positions, args.positions_seed)
+        )
+        for key in ("optimal", "outcome_preserving", "illegal", "parse_error"):
+            out[f"{key}_rate"] = sweep[key]["rate"]
+    if args.exhaustive:
+        for seat in ("X", "O"):
+            check = exhaustive_check(player, seat)
+            out[f"losses_{seat}"] = float(check.losses)
+            out[f"invalid_{seat}"] = float(check.illegal + check.parse_errors)
+    return out
+
+
 def headline(result: dict[str, Any]) -> dict[str, float]:
     """Optimal and outcome-keeping move rates, and the win rate against the random opponent (both seats)."""
     out = {}

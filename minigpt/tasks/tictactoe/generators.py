@@ -73,7 +73,7 @@ def position_kind(board: str) -> str:
     return "block" if winning_cells(board, other(me)) else "open"
 
 
-def _positions(
+def select_positions(
     seats: str, sample: int | None, seed: int, reach: str = "all", kinds: list[str] | None = None
 ) -> list[str]:
     """Live positions for the requested seat(s) (``reach``: all of them, or only those a perfect player of
@@ -144,7 +144,7 @@ def tictactoe_sft(
     if moves not in _MOVE_CHOICES:
         raise ConfigError(f"tictactoe_sft: moves must be one of {', '.join(_MOVE_CHOICES)}, got {moves!r}")
     rng = random.Random(seed)
-    for board in _positions(seats, sample, seed, reach, kinds):
+    for board in select_positions(seats, sample, seed, reach, kinds):
         best = optimal_moves(board)
         if moves == "all_optimal":
             cells = best
@@ -212,7 +212,7 @@ def tictactoe_dpo(
         yield from _misread_pairs(seats, sample, seed, chosen, kinds, pairs_per_position)
         return
     rng = random.Random(seed)
-    for board in _positions(seats, sample, seed, kinds=kinds):
+    for board in select_positions(seats, sample, seed, kinds=kinds):
         order = rejected_order(board)
         if not order:
             continue
@@ -237,7 +237,7 @@ def _misread_pairs(
     seats: str, sample: int | None, seed: int, chosen: str, kinds: list[str] | None, per_position: int | str
 ) -> Iterator[dict[str, Any]]:
     rng = random.Random(seed)
-    for board in _positions(seats, sample, seed, kinds=kinds):
+    for board in select_positions(seats, sample, seed, kinds=kinds):
         if position_kind(board) == "open":
             continue
         best = optimal_moves(board)
@@ -275,7 +275,9 @@ def tictactoe_rl(
     shuffle: seeded order, so a stage that reads the first N rows sees every ply.
     """
     boards = [
-        b for b in _positions(seats, sample, seed, reach, kinds) if len(legal_moves(b)) >= min_legal_moves
+        b
+        for b in select_positions(seats, sample, seed, reach, kinds)
+        if len(legal_moves(b)) >= min_legal_moves
     ]
     if shuffle:
         random.Random(seed).shuffle(boards)

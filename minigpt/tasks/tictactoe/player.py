@@ -98,6 +98,8 @@ class ModelPlayer:
                     max_new_tokens=self.max_new_tokens,
                     eos_token_id=self.stop_ids,
                     pad_token_id=self.tokenizer.pad_token_id,
+                    # a model being trained has its KV cache turned off (transformers' Trainer does so)
+                    use_cache=True,
                     **kwargs,
                 )
             new_tokens = generated[:, enc["input_ids"].shape[1] :]

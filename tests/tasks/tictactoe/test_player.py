@@ -3,45 +3,19 @@
 import json
 
 import pytest
-from support import tiny_qwen3
+from support import tictactoe_model_dir
 
 from minigpt.errors import ModelError
 from minigpt.tasks.tictactoe import load_player
 from minigpt.tasks.tictactoe.arena import MinimaxAgent, exhaustive_check, play_match
 from minigpt.tasks.tictactoe.evaluate import evaluate_checkpoint
 from minigpt.tasks.tictactoe.format import ParseFailure
-from minigpt.tasks.tictactoe.generators import tictactoe_sft
 from minigpt.tasks.tictactoe.player import NO_MOVE
-
-CHATML = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-    "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
 
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    texts = []
-    for row in tictactoe_sft(sample=300, moves="one", seed=0):
-        texts.extend(m["content"] for m in row["messages"])
-    raw = Tokenizer(models.BPE())
-    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    raw.decoder = decoders.ByteLevel()
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    trainer = trainers.BpeTrainer(
-        vocab_size=320, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    raw.train_from_iterator(texts, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHATML
-    )
-    path = tmp_path_factory.mktemp("tiny-ttt")
-    tiny_qwen3(tokenizer, context=128, tied=True).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return tictactoe_model_dir(tmp_path_factory.mktemp("tiny-ttt"))
 
 
 def test_prompt_uses_chat_template(tiny_model_dir):

@@ -1,0 +1,95 @@
+"""On-policy preference pairs: the mistakes a checkpoint actually makes, each paired with the answer SFT
+taught. Registered as the ``tictactoe_dpo_onpolicy`` generator.
+
+The fixed pair families of ``tictactoe_dpo`` guess at what a trained model gets wrong; these pairs are what it
+does get wrong. The checkpoint (the DPO stage's start, ``start_model``, which a stage fills in) answers every
+position greedily and ``samples`` more times by sampling; every distinct answer that is not an optimal move
+(a worse move, an illegal one, or one that does not parse) becomes a rejected answer, and the chosen answer is
+the solver's preferred move in the taught format (``preferred_move``: what ``moves: preferred`` SFT taught).
+Positions where every answer was optimal give no pair.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+from minigpt.errors import ConfigError
+from minigpt.registry import GENERATORS
+from minigpt.tasks.tictactoe.engine import legal_moves
+from minigpt.tasks.tictactoe.format import build_prompt, format_answer, parse_move
+from minigpt.tasks.tictactoe.generators import preferred_move, select_positions
+from minigpt.tasks.tictactoe.solver import optimal_moves
+
+
+def is_mistake(completion: str, board: str) -> bool:
+    """Whether an answer is wrong: unparseable, illegal, or a legal move outside the solver's optimal set."""
+    result = parse_move(completion, board)
+    if not result.ok or result.move is None or result.move not in legal_moves(board):
+        return True
+    return result.move not in optimal_moves(board)
+
+
+@GENERATORS.register("tictactoe_dpo_onpolicy")
+def tictactoe_dpo_onpolicy(
+    start_model: str | None = None,
+    samples: int = 4,
+    temperature: float = 1.0,
+    greedy: bool = True,
+    seats: str = "both",
+    sample: int | None = None,
+    kinds: list[str] | None = None,
+    reasoning: bool | str = "lines",
+    seed: int = 0,
+    batch_size: int = 512,
+    max_new_tokens: int = 40,
+) -> Iterator[dict[str, Any]]:
+    """``preference`` rows from ``start_model``'s own answers (module docstring).
+
+    start_model: a model folder; in a stage's mixture the stage's ``model.init`` (its start) when not given.
+    samples: sampled answers per position (at ``temperature``, seeded by ``seed``), besides the greedy one
+    when ``greedy``. seats / sample / kinds choose the positions as for ``tictactoe_sft``; reasoning is the
+    chosen answer's format and should be what SFT taught."""
+    if not start_model:
+        raise ConfigError(
+            "tictactoe_dpo_onpolicy: start_model is not set: name a model folder in generator_args (a stage "
+            "preparing this mixture sets it to its model.init)"
+        )
+    if not isinstance(samples, int) or samples < 0 or (samples == 0 and not greedy):
+        raise ConfigError("tictactoe_dpo_onpolicy: samples must be >= 0, and > 0 when greedy is false")
+    if not temperature > 0:
+        raise ConfigError(f"tictactoe_dpo_onpolicy: temperature must be > 0, got {temperature!r}")
+    from minigpt.tasks.tictactoe.player import ModelPlayer, load_player
+
+    boards = select_positions(seats, sample, seed, kinds=kinds)
+    player = load_player(start_model, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    answers: list[list[str]] = [[] for _ in boards]
+    rounds = [player.completions] if greedy else []
+    if samples:
+        sampler = ModelPlayer(
+            player.model,
+            player.tokenizer,
+            sampling=True,
+            temperature=temperature,
+            seed=seed,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+        )
+        rounds += [sampler.completions] * samples
+    for answer_all in rounds:
+        for got, text in zip(answers, answer_all(boards), strict=True):
+            got.append(text)
+    for board, texts in zip(boards, answers, strict=True):
+        wrong = [t for t in dict.fromkeys(texts) if is_mistake(t, board)]
+        if not wrong:
+            continue
+        chosen = format_answer(board, preferred_move(board), reasoning)
+        for text in wrong:
+            digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+            yield {
+                "prompt": build_prompt(board),
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": text}],
+                "meta": {"source": "tictactoe_dpo_onpolicy", "id": f"ttt-dpo-onpolicy-{board}-{digest}"},
+            }
