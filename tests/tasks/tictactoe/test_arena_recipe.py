@@ -1,6 +1,7 @@
 """The arena recipe (recipes/tictactoe-arena.yaml), shortened, end to end on CPU: one short SFT start, then DPO
 on the start's own mistakes, GRPO, RLOO, PPO and SPO as siblings from it. Each branch must log the task
-metric during training and raise it over its start; editing one branch reruns that branch only."""
+metric during training from the same start, none may break it, and editing one branch plans a rerun of that
+branch only. Whether a branch *raises* the metric is measured in the full arena, not here (see the note at the end)."""
 
 import json
 from pathlib import Path
@@ -42,7 +43,10 @@ def _task_curve(folder: Path) -> list[tuple[int, float]]:
 
 
 @pytest.mark.slow
-def test_every_branch_raises_the_task_metric_and_reruns_alone(tmp_path):
+# ~9 min alone on an idle 2-core machine, more inside the whole suite on a slower one: above the suite's
+# 600 s default, which suits every other test.
+@pytest.mark.timeout(1800)
+def test_every_branch_logs_the_task_metric_from_one_start_and_an_edit_reruns_only_its_branch(tmp_path):
     run = tmp_path / "run"
     sets = [f"output_dir={run}", *SHORT]
     result = run_recipe("recipes/tictactoe-arena.yaml", overrides=sets, console=False)
@@ -55,9 +59,9 @@ def test_every_branch_raises_the_task_metric_and_reruns_alone(tmp_path):
         # every branch starts from the same checkpoint: the same subset score at its step 0
         assert curve[0][1] == _task_curve(run / "dpo")[0][1]
         assert json.loads((run / branch / "stage.json").read_text())["task_eval"]["evaluations"] == 3
-    # Measured on seed 0 (2026-12-02, 300-position subset, start 59.7%): see MARGINS below.
-    for branch, margin in MARGINS.items():
-        assert gains[branch] >= margin, (branch, gains)
+    # Measured over seeds 0-2 (note at the end of the file): at this budget a branch's change is noise of a few
+    # points either way, so the test asserts that no branch breaks its start, not that each one improves it.
+    assert min(gains.values()) >= -MAX_DROP, gains
 
     # The arena's table reads the run: one row per branch, completions as budgeted.
     table = _arena_module().table([run])
@@ -65,10 +69,13 @@ def test_every_branch_raises_the_task_metric_and_reruns_alone(tmp_path):
     assert set(rows) == {"sft (start)", *BRANCHES}
     assert rows["grpo"].endswith("| 768 |")  # 12 steps × 64 completions
 
-    # Editing one branch reruns that branch and nothing else.
-    before = {b: (run / b / "stage.json").stat().st_mtime_ns for b in BRANCHES}
+    # Editing one branch plans a rerun of that branch and nothing else (the plan alone: executing a branched
+    # plan is tested on a tiny recipe in tests/test_recipe_branches.py, at a fraction of this run's cost).
     again = run_recipe(
-        "recipes/tictactoe-arena.yaml", overrides=[*sets, "stages.5.config.train.lr=9.0e-5"], console=False
+        "recipes/tictactoe-arena.yaml",
+        overrides=[*sets, "stages.5.config.train.lr=9.0e-5"],
+        dry_run=True,
+        console=False,
     )
     actions = {name: action for name, action, _ in again["plan"]}
     assert actions == {
@@ -81,13 +88,14 @@ def test_every_branch_raises_the_task_metric_and_reruns_alone(tmp_path):
         "ppo": "skip",
         "spo": "skip",
     }
-    after = {b: (run / b / "stage.json").stat().st_mtime_ns for b in BRANCHES}
-    assert {b for b in BRANCHES if before[b] != after[b]} == {"rloo"}
 
 
-# Gains over the start on the 300-position subset after 12 steps, measured on seed 0 (2026-12-02): grpo, ppo
-# and spo +0.0067 (two positions), rloo +0.0233. DPO on this 150-step start's own mistakes lowered the rate
-# (0.597 -> 0.543 at lr 5e-5; in the full arena, from a 400-step start, it raised it 71.4% -> 73.5%), so it
-# is not asserted to rise here: see docs/tictactoe.md, "The post-training arena". One seed only: margins
-# over seeds are not measured yet.
-MARGINS = {"grpo": 0.005, "rloo": 0.02, "ppo": 0.005, "spo": 0.005}
+# Change of the optimal rate on the 300-position subset after 12 steps (points), measured 2026-12-03 on an idle
+# 2-core machine, seeds 0 / 1 / 2, starts 59.7% / 58.3% / 64.0%:
+#   dpo  -5.3 / -0.7 / -6.0     grpo +0.7 / -4.3 / -0.7     rloo +1.7 / -4.3 / -2.3
+#   ppo  +0.7 / -1.3 / -1.3     spo  +0.7 / -1.0 / -1.0
+# Twelve steps of 8 prompts see 96 of the 4,234 positions: the greedy rate moves by a few positions either way,
+# and the RL branches' mean gain (+1.0 on seed 0) is not a property of the budget. A branch that raises the rate
+# reliably needs the full arena's budget or more (docs/tictactoe.md, "The post-training arena"), too long for
+# CI. The bound below is the worst drop measured (6.0) plus room for torch's CPU numerics inside the suite.
+MAX_DROP = 0.10
