@@ -1,10 +1,15 @@
 """Tic-tac-toe, the built-in task: rules, solver, prompt format, data generators, rewards, arena, play.
 
-Importing this package registers the generators (``tictactoe_sft``, ``tictactoe_dpo``, ``tictactoe_dpo_onpolicy``, ``tictactoe_rl``,
-``tictactoe_games``) and rewards (``tictactoe_shaped``, ``tictactoe_solver``, ``tictactoe_format``).
+Importing this package registers the generators (``tictactoe_sft``, ``tictactoe_dpo``,
+``tictactoe_dpo_onpolicy``, ``tictactoe_rl``, ``tictactoe_rl_onpolicy``, ``tictactoe_games``) and rewards (``tictactoe_shaped``, ``tictactoe_solver``, ``tictactoe_format``).
 """
 
-from minigpt.tasks.tictactoe import generators, onpolicy_pairs, rewards  # noqa: F401  (imported for registration)
+from minigpt.tasks.tictactoe import (  # noqa: F401  (imported for registration)
+    generators,
+    onpolicy_pairs,
+    onpolicy_prompts,
+    rewards,
+)
 from minigpt.tasks.tictactoe.arena import (
     Agent,
     MinimaxAgent,

@@ -282,12 +282,18 @@ def tictactoe_rl(
     if shuffle:
         random.Random(seed).shuffle(boards)
     for board in boards:
-        yield {
-            "prompt": build_prompt(board),
-            "board": board,
-            "player": side_to_move(board),
-            "meta": {"source": "tictactoe_rl", "id": f"ttt-rl-{board}"},
-        }
+        yield rl_row(board, "tictactoe_rl")
+
+
+def rl_row(board: str, source: str) -> dict[str, Any]:
+    """One ``prompt_only`` row for the RL stages: the prompt, and the ``board`` and ``player`` columns the
+    rewards read."""
+    return {
+        "prompt": build_prompt(board),
+        "board": board,
+        "player": side_to_move(board),
+        "meta": {"source": source, "id": f"{source.replace('tictactoe', 'ttt').replace('_', '-')}-{board}"},
+    }
 
 
 def _agent_move(kind: str, board: str, rng: random.Random, epsilon: float) -> int:

@@ -31,6 +31,41 @@ def is_mistake(completion: str, board: str) -> bool:
     return result.move not in optimal_moves(board)
 
 
+def start_answers(
+    start_model: str,
+    boards: list[str],
+    samples: int,
+    temperature: float,
+    greedy: bool,
+    seed: int,
+    batch_size: int,
+    max_new_tokens: int,
+) -> list[list[str]]:
+    """Every answer ``start_model`` gives per board: the greedy one when ``greedy``, then ``samples`` sampled
+    at ``temperature`` (seeded by ``seed``). Shared by the on-policy generators (pairs here, RL prompts in
+    onpolicy_prompts)."""
+    from minigpt.tasks.tictactoe.player import ModelPlayer, load_player
+
+    player = load_player(start_model, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    answers: list[list[str]] = [[] for _ in boards]
+    rounds = [player.completions] if greedy else []
+    if samples:
+        sampler = ModelPlayer(
+            player.model,
+            player.tokenizer,
+            sampling=True,
+            temperature=temperature,
+            seed=seed,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+        )
+        rounds += [sampler.completions] * samples
+    for answer_all in rounds:
+        for got, text in zip(answers, answer_all(boards), strict=True):
+            got.append(text)
+    return answers
+
+
 @GENERATORS.register("tictactoe_dpo_onpolicy")
 def tictactoe_dpo_onpolicy(
     start_model: str | None = None,
@@ -60,26 +95,10 @@ def tictactoe_dpo_onpolicy(
         raise ConfigError("tictactoe_dpo_onpolicy: samples must be >= 0, and > 0 when greedy is false")
     if not temperature > 0:
         raise ConfigError(f"tictactoe_dpo_onpolicy: temperature must be > 0, got {temperature!r}")
-    from minigpt.tasks.tictactoe.player import ModelPlayer, load_player
-
     boards = select_positions(seats, sample, seed, kinds=kinds)
-    player = load_player(start_model, batch_size=batch_size, max_new_tokens=max_new_tokens)
-    answers: list[list[str]] = [[] for _ in boards]
-    rounds = [player.completions] if greedy else []
-    if samples:
-        sampler = ModelPlayer(
-            player.model,
-            player.tokenizer,
-            sampling=True,
-            temperature=temperature,
-            seed=seed,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-        )
-        rounds += [sampler.completions] * samples
-    for answer_all in rounds:
-        for got, text in zip(answers, answer_all(boards), strict=True):
-            got.append(text)
+    answers = start_answers(
+        start_model, boards, samples, temperature, greedy, seed, batch_size, max_new_tokens
+    )
     for board, texts in zip(boards, answers, strict=True):
         wrong = [t for t in dict.fromkeys(texts) if is_mistake(t, board)]
         if not wrong:
