@@ -1,7 +1,8 @@
 """Tic-tac-toe, the built-in task: rules, solver, prompt format, data generators, rewards, arena, play.
 
 Importing this package registers the generators (``tictactoe_sft``, ``tictactoe_dpo``,
-``tictactoe_dpo_onpolicy``, ``tictactoe_rl``, ``tictactoe_rl_onpolicy``, ``tictactoe_games``) and rewards (``tictactoe_shaped``, ``tictactoe_solver``, ``tictactoe_format``).
+``tictactoe_dpo_onpolicy``, ``tictactoe_rl``, ``tictactoe_rl_onpolicy``, ``tictactoe_games``) and rewards
+(``tictactoe_shaped``, ``tictactoe_solver``, ``tictactoe_format``).
 """
 
 from minigpt.tasks.tictactoe import (  # noqa: F401  (imported for registration)

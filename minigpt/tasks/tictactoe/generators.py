@@ -282,17 +282,17 @@ def tictactoe_rl(
     if shuffle:
         random.Random(seed).shuffle(boards)
     for board in boards:
-        yield rl_row(board, "tictactoe_rl")
+        yield rl_row(board, "tictactoe_rl", "ttt-rl")
 
 
-def rl_row(board: str, source: str) -> dict[str, Any]:
+def rl_row(board: str, source: str, id_prefix: str) -> dict[str, Any]:
     """One ``prompt_only`` row for the RL stages: the prompt, and the ``board`` and ``player`` columns the
-    rewards read."""
+    rewards read; ``meta`` names the generator and a row id ``{id_prefix}-{board}``."""
     return {
         "prompt": build_prompt(board),
         "board": board,
         "player": side_to_move(board),
-        "meta": {"source": source, "id": f"{source.replace('tictactoe', 'ttt').replace('_', '-')}-{board}"},
+        "meta": {"source": source, "id": f"{id_prefix}-{board}"},
     }
 
 

@@ -73,4 +73,4 @@ def tictactoe_rl_onpolicy(
         )
     random.Random(seed).shuffle(kept)
     for board in kept:
-        yield rl_row(board, "tictactoe_rl_onpolicy")
+        yield rl_row(board, "tictactoe_rl_onpolicy", "ttt-rl-onpolicy")

@@ -95,7 +95,7 @@ def test_every_branch_logs_the_task_metric_from_one_start_and_an_edit_reruns_onl
 #   dpo  -5.3 / -0.7 / -6.0     grpo +0.7 / -4.3 / -0.7     rloo +1.7 / -4.3 / -2.3
 #   ppo  +0.7 / -1.3 / -1.3     spo  +0.7 / -1.0 / -1.0
 # Twelve steps of 8 prompts see 96 of the 4,234 positions: the greedy rate moves by a few positions either way,
-# and the RL branches' mean gain (+1.0 on seed 0) is not a property of the budget. A branch that raises the rate
-# reliably needs the full arena's budget or more (docs/tictactoe.md, "The post-training arena"), too long for
-# CI. The bound below is the worst drop measured (6.0) plus room for torch's CPU numerics inside the suite.
+# and the RL branches' mean gain (+1.0 on seed 0) is not a property of the budget. Whether a branch raises the
+# rate is measured in the full arena (60 steps; seed 0 so far: docs/tictactoe.md, "The post-training arena"),
+# too long for CI. The bound below is the worst drop measured (6.0) plus room for torch's CPU numerics inside the suite.
 MAX_DROP = 0.10
