@@ -19,8 +19,6 @@ import torch
 
 from minigpt.checkpoints import (
     DONE_FILE,
-    LOCK_FILE,
-    OutputLock,
     clear_leftovers,
     export_final,
     newest_checkpoint,
@@ -37,6 +35,7 @@ from minigpt.metrics import RunLog, flops_per_token, parse_jsonl_tolerant, peak_
 from minigpt.model_card import write_model_card
 from minigpt.models.loading import build_model, load_tokenizer, parameter_counts, tokenizer_source
 from minigpt.models.tokenizer import check_chat_tokenizer
+from minigpt.output_lock import LOCK_FILE, OutputLock
 from minigpt.registry import STAGES
 from minigpt.stages.stage import RunState, StageContext
 from minigpt.stages.stage_config import StageConfig

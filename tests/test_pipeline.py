@@ -16,8 +16,9 @@ from safetensors.torch import load_file
 from support import SMALL
 
 from minigpt.errors import ConfigError
-from minigpt.pipeline import load_recipe, read_manifest, run_recipe
+from minigpt.pipeline import read_manifest, run_recipe
 from minigpt.pipeline_keys import relative_to_run
+from minigpt.recipe_plan import load_recipe
 
 
 def _recipe(tmp_path: Path, lm_data, run_dir: Path, sft_steps: int = 12, name: str = "recipe.yaml") -> Path:

@@ -12,7 +12,8 @@ from support import write_jsonl
 
 from minigpt import pipeline
 from minigpt.errors import ConfigError
-from minigpt.pipeline import load_recipe, plan_actions
+from minigpt.pipeline import plan_actions
+from minigpt.recipe_plan import load_recipe
 
 
 def _recipe(tmp_path: Path, branches: dict | None = None, name: str = "recipe.yaml") -> Path:

@@ -11,7 +11,8 @@ from support import SMALL
 
 from minigpt.data.mixture_config import load_mixture
 from minigpt.errors import ConfigError
-from minigpt.pipeline import load_recipe, read_manifest, run_recipe
+from minigpt.pipeline import read_manifest, run_recipe
+from minigpt.recipe_plan import load_recipe
 from minigpt.stages.stage_config import load_stage_config
 
 

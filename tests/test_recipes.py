@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from minigpt.pipeline import load_recipe, run_recipe
+from minigpt.pipeline import run_recipe
+from minigpt.recipe_plan import load_recipe
 
 RECIPES = sorted(Path("recipes").glob("*.yaml"))
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from minigpt.checkpoints import LOCK_FILE, OutputLock
 from minigpt.errors import TrainingError
+from minigpt.output_lock import LOCK_FILE, OutputLock
 
 from .helpers import PYTHON, files_under, stage_dict, subprocess_env, write_yaml
 
@@ -26,7 +26,7 @@ HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from minigpt.checkpoints import OutputLock
+    from minigpt.output_lock import OutputLock
     from minigpt.errors import TrainingError
     start = float(sys.argv[3])
     while time.time() < start:

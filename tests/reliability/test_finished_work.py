@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 from minigpt.checkpoints import checkpoint_problem, resumable_checkpoint
 from minigpt.cli import main
 from minigpt.errors import ConfigError
-from minigpt.pipeline import load_recipe, read_manifest, run_recipe
+from minigpt.pipeline import read_manifest, run_recipe
+from minigpt.recipe_plan import load_recipe
 from minigpt.runner import run_stage
 from minigpt.stages.stage_config import StageConfig
 

@@ -183,7 +183,7 @@ stages:
 
 
 def test_a_recipe_gives_it_to_the_stages_with_an_interval(tmp_path):
-    from minigpt.pipeline import load_recipe
+    from minigpt.recipe_plan import load_recipe
 
     path = _recipe(
         tmp_path,
@@ -203,7 +203,7 @@ def test_a_recipe_gives_it_to_the_stages_with_an_interval(tmp_path):
 
 
 def test_a_recipe_allows_one_evaluation_during_training(tmp_path):
-    from minigpt.pipeline import load_recipe
+    from minigpt.recipe_plan import load_recipe
 
     two = (
         "  - {task: tictactoe, during_training: {positions: 10}}\n"

@@ -167,7 +167,7 @@ def test_midtrain_resume_matches_uninterrupted_run(tmp_path, tiny_tokenizer_dir,
 
 
 def test_locked_output_dir_is_refused(tmp_path, tiny_tokenizer_dir, lm_data):
-    from minigpt.checkpoints import OutputLock
+    from minigpt.output_lock import OutputLock
 
     cfg = _cfg(tmp_path, tiny_tokenizer_dir, "pretrain", lm_data["text"], "locked", max_steps=2)
     (tmp_path / "locked").mkdir()

@@ -9,7 +9,7 @@ import pytest
 from test_text_tasks import tiny_adder_model  # noqa: F401  (a sibling module's fixture)
 
 from minigpt.errors import ConfigError
-from minigpt.pipeline import Recipe, load_recipe
+from minigpt.recipe_plan import Recipe, load_recipe
 from minigpt.registry import EVAL_TASKS
 
 RECIPE = """name: evals

@@ -10,7 +10,7 @@ import pytest
 from test_player import tiny_model_dir  # noqa: F401  (a sibling module's fixture)
 
 from minigpt.errors import ConfigError
-from minigpt.pipeline import Recipe, load_recipe
+from minigpt.recipe_plan import Recipe, load_recipe
 from minigpt.tasks.tictactoe import load_player
 from minigpt.tasks.tictactoe.arena import MinimaxAgent, RandomAgent, play_match
 from minigpt.tasks.tictactoe.engine import (
