@@ -140,6 +140,8 @@ class ExhaustiveResult:
     illegal: int = 0
     parse_errors: int = 0
     positions: int = 0  # distinct boards the agent was asked about
+    # those boards, ply by ply: the positions the agent's own play meets
+    asked: list[str] = field(default_factory=list)
     losing_boards: list[str] = field(default_factory=list)  # a few final boards of lost games
 
     @property
@@ -164,6 +166,7 @@ def exhaustive_check(agent: Agent, seat: str, keep_examples: int = 5) -> Exhaust
         if side_to_move(boards[0]) == seat:
             answers = dict(zip(boards, agent.moves(boards), strict=True))
             out.positions += len(boards)
+            out.asked += boards
             children = []
             for board in boards:
                 answer = answers[board]

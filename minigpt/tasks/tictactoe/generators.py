@@ -35,7 +35,7 @@ from minigpt.tasks.tictactoe.format import (
 from minigpt.tasks.tictactoe.solver import move_values, optimal_moves, outcome
 
 _SEATS = ("both", "X", "O")
-_REACH = ("all", "optimal_self")
+REACH_CHOICES = ("all", "optimal_self")
 
 
 @lru_cache(maxsize=2)
@@ -87,8 +87,8 @@ def select_positions(
             )
     if seats not in _SEATS:
         raise ConfigError(f"tictactoe: seats must be one of {', '.join(_SEATS)}, got {seats!r}")
-    if reach not in _REACH:
-        raise ConfigError(f"tictactoe: reach must be one of {', '.join(_REACH)}, got {reach!r}")
+    if reach not in REACH_CHOICES:
+        raise ConfigError(f"tictactoe: reach must be one of {', '.join(REACH_CHOICES)}, got {reach!r}")
     boards = [b for b in all_positions() if seats == "both" or side_to_move(b) == seats]
     if reach == "optimal_self":
         keep = optimal_self_positions("X") | optimal_self_positions("O")
@@ -274,15 +274,25 @@ def tictactoe_rl(
     min_legal_moves: skip positions with fewer legal moves (2 drops forced moves, which teach nothing);
     shuffle: seeded order, so a stage that reads the first N rows sees every ply.
     """
-    boards = [
-        b
-        for b in select_positions(seats, sample, seed, reach, kinds)
-        if len(legal_moves(b)) >= min_legal_moves
-    ]
+    boards = rl_boards(seats, sample, seed, reach, kinds, min_legal_moves)
     if shuffle:
         random.Random(seed).shuffle(boards)
     for board in boards:
         yield rl_row(board, "tictactoe_rl", "ttt-rl")
+
+
+def rl_boards(
+    seats: str, sample: int | None, seed: int, reach: str, kinds: list[str] | None, min_legal_moves: int
+) -> list[str]:
+    """The positions an RL prompt set draws from: :func:`select_positions` less those with fewer than
+    ``min_legal_moves`` legal moves (a forced move teaches nothing), in the canonical order."""
+    if not isinstance(min_legal_moves, int) or isinstance(min_legal_moves, bool) or min_legal_moves < 0:
+        raise ConfigError(f"tictactoe: min_legal_moves must be an integer >= 0, got {min_legal_moves!r}")
+    return [
+        b
+        for b in select_positions(seats, sample, seed, reach, kinds)
+        if len(legal_moves(b)) >= min_legal_moves
+    ]
 
 
 def rl_row(board: str, source: str, id_prefix: str) -> dict[str, Any]:

@@ -7,6 +7,11 @@ prompts per step that it gets wrong. Here the checkpoint (the RL stage's start, 
 fills in) answers every position greedily and ``samples`` more times by sampling; a position where any answer
 is a mistake (``is_mistake``) is kept, and ``keep_right`` of the others are kept too, so that the stage still
 sees positions it must not unlearn.
+
+``reach: own_play`` asks only the positions the start meets in its own games: those its exhaustive check
+visits (it plays each seat while the opponent tries every reply). Whether a player is unbeatable is decided
+there alone, so the stage spends its completions on the mistakes that can lose a game, not on positions its
+own play never reaches.
 """
 
 from __future__ import annotations
@@ -17,9 +22,24 @@ from typing import Any
 
 from minigpt.errors import ConfigError
 from minigpt.registry import GENERATORS
-from minigpt.tasks.tictactoe.engine import legal_moves
-from minigpt.tasks.tictactoe.generators import rl_row, select_positions
+from minigpt.tasks.tictactoe.generators import REACH_CHOICES, rl_boards, rl_row
 from minigpt.tasks.tictactoe.onpolicy_pairs import is_mistake, start_answers
+
+OWN_PLAY = "own_play"
+"""The ``reach`` of this generator besides those of ``select_positions`` (all, optimal_self)."""
+
+
+def own_play_positions(start_model: str, seats: str, batch_size: int, max_new_tokens: int) -> set[str]:
+    """The boards ``start_model`` is asked in its exhaustive check as X and as O (or one seat)."""
+    from minigpt.tasks.tictactoe.arena import exhaustive_check
+    from minigpt.tasks.tictactoe.player import load_player
+
+    player = load_player(start_model, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    return {
+        b
+        for seat in (("X", "O") if seats == "both" else (seats,))
+        for b in exhaustive_check(player, seat).asked
+    }
 
 
 @GENERATORS.register("tictactoe_rl_onpolicy")
@@ -32,6 +52,7 @@ def tictactoe_rl_onpolicy(
     sample: int | None = None,
     min_legal_moves: int = 2,
     kinds: list[str] | None = None,
+    reach: str = "all",
     seed: int = 0,
     batch_size: int = 512,
     max_new_tokens: int = 40,
@@ -41,7 +62,9 @@ def tictactoe_rl_onpolicy(
     answered right every time; in a seeded order.
 
     start_model: a model folder; in a stage's mixture the stage's ``model.init`` (its start) when not given.
-    seats / sample / kinds / min_legal_moves choose the positions as for ``tictactoe_rl``."""
+    seats / sample / kinds / min_legal_moves / reach choose the positions as for ``tictactoe_rl``, and
+    ``reach: own_play`` keeps only those the start meets in its exhaustive check (module docstring), after
+    the others have chosen theirs."""
     if not start_model:
         raise ConfigError(
             "tictactoe_rl_onpolicy: start_model is not set: name a model folder in generator_args (a stage "
@@ -53,11 +76,19 @@ def tictactoe_rl_onpolicy(
         raise ConfigError(f"tictactoe_rl_onpolicy: temperature must be > 0, got {temperature!r}")
     if not 0.0 <= keep_right <= 1.0:
         raise ConfigError(f"tictactoe_rl_onpolicy: keep_right must be between 0 and 1, got {keep_right!r}")
-    boards = [
-        b
-        for b in select_positions(seats, sample, seed, kinds=kinds)
-        if len(legal_moves(b)) >= min_legal_moves
-    ]
+    if reach not in (*REACH_CHOICES, OWN_PLAY):
+        raise ConfigError(
+            f"tictactoe_rl_onpolicy: reach must be one of {', '.join((*REACH_CHOICES, OWN_PLAY))}, got {reach!r}"
+        )
+    boards = rl_boards(seats, sample, seed, "all" if reach == OWN_PLAY else reach, kinds, min_legal_moves)
+    if reach == OWN_PLAY:
+        met = own_play_positions(start_model, seats, batch_size, max_new_tokens)
+        chosen, boards = len(boards), [b for b in boards if b in met]
+        if not boards:
+            raise ConfigError(
+                f"tictactoe_rl_onpolicy: reach: own_play: none of the {chosen} positions chosen by seats, sample "
+                f"and kinds is met in {start_model}'s own games (its exhaustive check)"
+            )
     answers = start_answers(start_model, boards, samples, temperature, True, seed, batch_size, max_new_tokens)
     rng = random.Random(seed)
     kept = [

@@ -116,6 +116,11 @@ def test_rl_rows():
     assert [r["board"] for r in rows[:50]] != all_positions()[:50]  # shuffled
     no_forced = list(GENERATORS.get("tictactoe_rl")(min_legal_moves=2, shuffle=False))
     assert len(no_forced) < 4520 and all(r["board"].count(".") >= 2 for r in no_forced)
+    for bad in (-1, "2", 1.5, True):  # one check for both RL prompt generators (rl_boards)
+        with pytest.raises(ConfigError, match="min_legal_moves"):
+            list(GENERATORS.get("tictactoe_rl")(min_legal_moves=bad))
+        with pytest.raises(ConfigError, match="min_legal_moves"):
+            list(GENERATORS.get("tictactoe_rl_onpolicy")("some/model", min_legal_moves=bad))
 
 
 def test_games_transcripts():

@@ -126,3 +126,15 @@ def test_a_stage_fills_in_its_start_and_the_weights_are_fingerprinted(model_dir,
     finally:
         save_file(weights, model_dir / "model.safetensors", metadata={"format": "pt"})
     assert before["start_model"] != after["start_model"] and before["code"] == after["code"]
+
+
+def test_the_shipped_pair_configs_fill_in_only_the_on_policy_source():
+    for name in ("dpo-onpolicy", "dpo-anchored"):
+        mixture = load_mixture(f"recipes/tictactoe/{name}.yaml")
+        assert mixture.stage == "dpo" and mixture.schema == "preference"
+        assert start_model_overrides(mixture, "/runs/x/sft") == [
+            'sources.0.generator_args.start_model="/runs/x/sft"'
+        ]
+    anchored = load_mixture("recipes/tictactoe/dpo-anchored.yaml")
+    anchor = anchored.sources[1]
+    assert anchor.generator == "tictactoe_dpo" and anchor.generator_args["chosen"] == "preferred"

@@ -1,6 +1,7 @@
 """On-policy RL prompts (``tictactoe_rl_onpolicy``): which positions are kept (every one the start gets wrong,
 a seeded share of the rest), that the rows are what the RL rewards read, and that bad arguments are named."""
 
+import functools
 import hashlib
 
 import pytest
@@ -113,3 +114,57 @@ def test_an_rl_stage_fills_in_its_start():
     assert start_model_overrides(mixture, "/runs/x/sft") == [
         'sources.0.generator_args.start_model="/runs/x/sft"'
     ]
+
+
+def _met_by_own_play(move, seat: str) -> set[str]:
+    """The boards ``move`` (board -> cell) is asked when it plays ``seat`` against every reply, by plain
+    recursion over games (the check itself merges boards ply by ply)."""
+    from minigpt.tasks.tictactoe.engine import EMPTY_BOARD, play, winner
+
+    met: set[str] = set()
+
+    def visit(board: str) -> None:
+        if winner(board) is not None or not legal_moves(board):
+            return
+        if side_to_move(board) == seat:
+            met.add(board)
+            cell = move(board)
+            if cell in legal_moves(board):
+                visit(play(board, cell))
+        else:
+            for cell in legal_moves(board):
+                visit(play(board, cell))
+
+    visit(EMPTY_BOARD)
+    return met
+
+
+def test_own_play_keeps_only_the_mistakes_its_own_games_meet(model_dir, canned, monkeypatch):
+    from minigpt.tasks.tictactoe.format import parse_move
+
+    player = ModelPlayer.__new__(ModelPlayer)
+    player.sampling = False
+
+    @functools.cache
+    def move(board: str) -> int | None:
+        return parse_move(ModelPlayer.completions(player, [board])[0], board).move
+
+    met = _met_by_own_play(move, "X") | _met_by_own_play(move, "O")
+    wrong = {b for b in met if canned(b) and len(legal_moves(b)) >= 2}
+    kept = _boards(tictactoe_rl_onpolicy(str(model_dir), reach="own_play", seed=3))
+    assert sorted(kept) == sorted(wrong) and 0 < len(kept) < len(met) < 4520
+    only_o = _boards(tictactoe_rl_onpolicy(str(model_dir), reach="own_play", seats="O", seed=3))
+    assert sorted(only_o) == sorted(
+        b for b in wrong if b in _met_by_own_play(move, "O") and side_to_move(b) == "O"
+    )
+    # reach: optimal_self chooses as for tictactoe_rl; an unknown reach is named
+    reference = [r["board"] for r in tictactoe_rl(reach="optimal_self", min_legal_moves=2)]
+    self_kept = _boards(tictactoe_rl_onpolicy(str(model_dir), reach="optimal_self", seed=3))
+    assert sorted(self_kept) == sorted(b for b in reference if canned(b))
+    with pytest.raises(ConfigError, match="reach must be one of all, optimal_self, own_play"):
+        list(tictactoe_rl_onpolicy(str(model_dir), reach="mine"))
+    # a choice that leaves no position of the start's own games is named as such
+    never_met = next(b for b in select_positions("O", None, 0) if b not in _met_by_own_play(move, "O"))
+    monkeypatch.setattr("minigpt.tasks.tictactoe.onpolicy_prompts.rl_boards", lambda *a: [never_met])
+    with pytest.raises(ConfigError, match="reach: own_play: none of the 1 positions"):
+        list(tictactoe_rl_onpolicy(str(model_dir), reach="own_play"))
