@@ -139,10 +139,14 @@ class ExhaustiveResult:
     losses: int = 0
     illegal: int = 0
     parse_errors: int = 0
-    positions: int = 0  # distinct boards the agent was asked about
-    # those boards, ply by ply: the positions the agent's own play meets
+    # the distinct boards the agent was asked about, ply by ply: the positions its own play meets
     asked: list[str] = field(default_factory=list)
     losing_boards: list[str] = field(default_factory=list)  # a few final boards of lost games
+
+    @property
+    def positions(self) -> int:
+        """How many distinct boards the agent was asked about."""
+        return len(self.asked)
 
     @property
     def unbeaten(self) -> bool:
@@ -165,7 +169,6 @@ def exhaustive_check(agent: Agent, seat: str, keep_examples: int = 5) -> Exhaust
         boards = list(level)
         if side_to_move(boards[0]) == seat:
             answers = dict(zip(boards, agent.moves(boards), strict=True))
-            out.positions += len(boards)
             out.asked += boards
             children = []
             for board in boards:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from minigpt.errors import ConfigError
 from minigpt.registry import GENERATORS
@@ -21,6 +21,9 @@ from minigpt.tasks.tictactoe.engine import legal_moves
 from minigpt.tasks.tictactoe.format import build_prompt, format_answer, parse_move
 from minigpt.tasks.tictactoe.generators import preferred_move, select_positions
 from minigpt.tasks.tictactoe.solver import optimal_moves
+
+if TYPE_CHECKING:
+    from minigpt.tasks.tictactoe.player import ModelPlayer
 
 
 def is_mistake(completion: str, board: str) -> bool:
@@ -32,21 +35,13 @@ def is_mistake(completion: str, board: str) -> bool:
 
 
 def start_answers(
-    start_model: str,
-    boards: list[str],
-    samples: int,
-    temperature: float,
-    greedy: bool,
-    seed: int,
-    batch_size: int,
-    max_new_tokens: int,
+    player: ModelPlayer, boards: list[str], samples: int, temperature: float, greedy: bool, seed: int
 ) -> list[list[str]]:
-    """Every answer ``start_model`` gives per board: the greedy one when ``greedy``, then ``samples`` sampled
-    at ``temperature`` (seeded by ``seed``). Shared by the on-policy generators (pairs here, RL prompts in
-    onpolicy_prompts)."""
-    from minigpt.tasks.tictactoe.player import ModelPlayer, load_player
+    """Every answer the (greedy) ``player`` gives per board: the greedy one when ``greedy``, then ``samples``
+    sampled from its model at ``temperature`` (seeded by ``seed``). Shared by the on-policy generators (pairs
+    here, RL prompts in onpolicy_prompts), which load the start once."""
+    from minigpt.tasks.tictactoe.player import ModelPlayer
 
-    player = load_player(start_model, batch_size=batch_size, max_new_tokens=max_new_tokens)
     answers: list[list[str]] = [[] for _ in boards]
     rounds = [player.completions] if greedy else []
     if samples:
@@ -56,8 +51,8 @@ def start_answers(
             sampling=True,
             temperature=temperature,
             seed=seed,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
+            batch_size=player.batch_size,
+            max_new_tokens=player.max_new_tokens,
         )
         rounds += [sampler.completions] * samples
     for answer_all in rounds:
@@ -96,9 +91,10 @@ def tictactoe_dpo_onpolicy(
     if not temperature > 0:
         raise ConfigError(f"tictactoe_dpo_onpolicy: temperature must be > 0, got {temperature!r}")
     boards = select_positions(seats, sample, seed, kinds=kinds)
-    answers = start_answers(
-        start_model, boards, samples, temperature, greedy, seed, batch_size, max_new_tokens
-    )
+    from minigpt.tasks.tictactoe.player import load_player
+
+    player = load_player(start_model, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    answers = start_answers(player, boards, samples, temperature, greedy, seed)
     for board, texts in zip(boards, answers, strict=True):
         wrong = [t for t in dict.fromkeys(texts) if is_mistake(t, board)]
         if not wrong:

@@ -18,23 +18,25 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from minigpt.errors import ConfigError
 from minigpt.registry import GENERATORS
 from minigpt.tasks.tictactoe.generators import REACH_CHOICES, rl_boards, rl_row
 from minigpt.tasks.tictactoe.onpolicy_pairs import is_mistake, start_answers
 
+if TYPE_CHECKING:
+    from minigpt.tasks.tictactoe.player import ModelPlayer
+
 OWN_PLAY = "own_play"
 """The ``reach`` of this generator besides those of ``select_positions`` (all, optimal_self)."""
 
 
-def own_play_positions(start_model: str, seats: str, batch_size: int, max_new_tokens: int) -> set[str]:
-    """The boards ``start_model`` is asked in its exhaustive check as X and as O (or one seat)."""
+def own_play_positions(player: ModelPlayer, seats: str) -> set[str]:
+    """The boards ``player`` is asked in its exhaustive check as X and as O (or one seat). Its greedy answers
+    stay in the player's cache, so asking those boards again costs nothing."""
     from minigpt.tasks.tictactoe.arena import exhaustive_check
-    from minigpt.tasks.tictactoe.player import load_player
 
-    player = load_player(start_model, batch_size=batch_size, max_new_tokens=max_new_tokens)
     return {
         b
         for seat in (("X", "O") if seats == "both" else (seats,))
@@ -81,15 +83,18 @@ def tictactoe_rl_onpolicy(
             f"tictactoe_rl_onpolicy: reach must be one of {', '.join((*REACH_CHOICES, OWN_PLAY))}, got {reach!r}"
         )
     boards = rl_boards(seats, sample, seed, "all" if reach == OWN_PLAY else reach, kinds, min_legal_moves)
+    from minigpt.tasks.tictactoe.player import load_player
+
+    player = load_player(start_model, batch_size=batch_size, max_new_tokens=max_new_tokens)
     if reach == OWN_PLAY:
-        met = own_play_positions(start_model, seats, batch_size, max_new_tokens)
+        met = own_play_positions(player, seats)
         chosen, boards = len(boards), [b for b in boards if b in met]
         if not boards:
             raise ConfigError(
                 f"tictactoe_rl_onpolicy: reach: own_play: none of the {chosen} positions chosen by seats, sample "
                 f"and kinds is met in {start_model}'s own games (its exhaustive check)"
             )
-    answers = start_answers(start_model, boards, samples, temperature, True, seed, batch_size, max_new_tokens)
+    answers = start_answers(player, boards, samples, temperature, True, seed)
     rng = random.Random(seed)
     kept = [
         board
