@@ -78,12 +78,17 @@ def rename(logs: dict[str, Any], extra: dict[str, str] | None = None) -> dict[st
 
 
 class Throughput:
-    """Tokens/samples/steps per second over the window since the last log step, and the ETA."""
+    """Tokens/samples/steps per second over the window since the last log step, and the ETA.
+
+    Time spent not training (an evaluation, a checkpoint write) is left out of the window's clock with
+    ``mark`` / ``exclude_since_mark`` while the window keeps counting its steps, tokens and samples from the
+    previous log: restarting the clock alone would divide the whole window's tokens by part of its time."""
 
     def __init__(self) -> None:
         self.tokens = 0
         self.samples = 0
         self._last_time = time.perf_counter()
+        self._mark = self._last_time
         self._last_tokens = 0
         self._last_samples = 0
         self._last_step: int | None = None
@@ -95,34 +100,47 @@ class Throughput:
     def window(
         self, step: int, max_steps: int, reduce: Callable[[list[float]], list[float]] | None = None
     ) -> dict[str, float]:
-        """Rates since the previous call. Each process counts only its own batches: ``reduce`` (every
-        process calls it, e.g. ``minigpt.distributed.sum_over_processes``) sums the window's tokens and
-        samples over the processes, so the rates are the whole job's; steps are the same on every process."""
+        """Rates since the previous call; empty when no optimizer step was taken since then. Each process
+        counts only its own batches: ``reduce`` (every process calls it, e.g.
+        ``minigpt.distributed.sum_over_processes``) sums the window's tokens and samples over the processes, so
+        the rates are the whole job's; steps are the same on every process."""
         now = time.perf_counter()
         elapsed = max(now - self._last_time, 1e-9)
         steps = step - (self._last_step if self._last_step is not None else 0)
         tokens, samples = self.tokens - self._last_tokens, self.samples - self._last_samples
         if reduce is not None:
             tokens, samples = reduce([float(tokens), float(samples)])
-        out = {
-            "train/tokens_per_second": tokens / elapsed,
-            "train/samples_per_second": samples / elapsed,
-            "train/steps_per_second": steps / elapsed,
-        }
-        if steps > 0 and max_steps > 0:
-            out["train/eta_minutes"] = max(max_steps - step, 0) * (elapsed / steps) / 60.0
-        self._last_time, self._last_tokens, self._last_samples, self._last_step = (
-            now,
-            self.tokens,
-            self.samples,
-            step,
-        )
+        out = {}
+        if steps > 0:
+            out = {
+                "train/tokens_per_second": tokens / elapsed,
+                "train/samples_per_second": samples / elapsed,
+                "train/steps_per_second": steps / elapsed,
+            }
+            if max_steps > 0:
+                out["train/eta_minutes"] = max(max_steps - step, 0) * (elapsed / steps) / 60.0
+        self._last_time = self._mark = now
+        self._last_tokens, self._last_samples, self._last_step = self.tokens, self.samples, step
         return out
 
-    def reset_clock(self, step: int) -> None:
-        """Restart the window (after evaluation or a checkpoint, which are not training time)."""
-        self._last_time = time.perf_counter()
-        self._last_step = step
+    def start(self, step: int) -> None:
+        """Opens the first window where training begins or resumes: building the trainer, tokenizing the data
+        and the steps of a resumed run before ``step`` are not in it."""
+        self._last_time = self._mark = time.perf_counter()
+        self._last_tokens, self._last_samples, self._last_step = self.tokens, self.samples, step
+
+    def mark(self) -> None:
+        """Training time runs up to here (called at the end of every optimizer step)."""
+        self._mark = time.perf_counter()
+
+    def exclude_since_mark(self) -> float:
+        """Leaves the time since the mark (or since the window began, if later) out of the window: it was
+        spent evaluating or saving. Returns the seconds left out."""
+        now = time.perf_counter()
+        paused = now - max(self._mark, self._last_time)
+        self._last_time += paused
+        self._mark = now
+        return paused
 
 
 def _fmt(value: Any) -> str:

@@ -54,6 +54,35 @@ def test_throughput_window_and_eta():
     assert w2["train/eta_minutes"] == 0.0 and w2["train/tokens_per_second"] > 0
 
 
+def test_throughput_window_leaves_out_pauses_and_keeps_its_counts(monkeypatch):
+    """An evaluation or a save between two logs is left out of the window's time, while the window still
+    counts every step, token and sample since the previous log (restarting the clock alone divided the whole
+    window's tokens by part of its time: 6e7 tokens/s and 0 steps/s when an evaluation came just before a log)."""
+    clock = [100.0]
+    monkeypatch.setattr("minigpt.metrics.time.perf_counter", lambda: clock[0])
+    t = Throughput()
+    clock[0] += 30.0  # building the trainer and tokenizing: not in any window
+    t.start(step=500)  # a resumed run: the steps before 500 were taken by an earlier process
+    t.add(1000, 10)
+    clock[0] += 2.0
+    t.mark()  # end of step 510
+    clock[0] += 5.0  # the task evaluation at step 510
+    assert t.exclude_since_mark() == pytest.approx(5.0)
+    w = t.window(step=510, max_steps=600)
+    assert w["train/steps_per_second"] == pytest.approx(10 / 2.0)
+    assert w["train/tokens_per_second"] == pytest.approx(1000 / 2.0)
+    assert w["train/samples_per_second"] == pytest.approx(10 / 2.0)
+    assert w["train/eta_minutes"] == pytest.approx(90 * 0.2 / 60)
+    clock[0] += 4.0  # a checkpoint written right after the log: the pause starts at the log, not the mark
+    assert t.exclude_since_mark() == pytest.approx(4.0)
+    t.add(300, 3)
+    clock[0] += 1.0
+    w = t.window(step=513, max_steps=600)
+    assert w["train/tokens_per_second"] == pytest.approx(300.0)
+    assert w["train/steps_per_second"] == pytest.approx(3.0)
+    assert t.window(step=513, max_steps=600) == {}  # no step in the window: no rate at all
+
+
 def test_report_to_backend_gets_exact_names_and_custom_metrics(tmp_path, monkeypatch):
     calls = []
     fake = types.ModuleType("wandb")

@@ -5,7 +5,7 @@ transformers' own evaluation loop computes losses over a dataset; a task evaluat
 scores them, so it is a callback of its own. It runs on the main process only (other processes wait at the
 next step's collectives) and leaves training untouched: eval mode and no gradients while it runs, training
 mode restored, the torch RNG state restored (a sampling task cannot shift the training run's randomness), and
-the throughput clock restarted so ``train/tokens_per_second`` does not count evaluation time.
+its time left out of the throughput window so ``train/tokens_per_second`` does not count evaluation time.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ class TaskEvalCallback(TrainerCallback):
                 "task_eval: the model is sharded (FSDP) and cannot generate on one process; remove the "
                 "evaluation's during_training (the evaluation after the stage still runs)"
             )
+        self.run_state.throughput.mark()
         start = time.perf_counter()
         was_training = model.training
         cpu_rng = torch.get_rng_state()
@@ -96,4 +97,4 @@ class TaskEvalCallback(TrainerCallback):
         )
         record["train/global_step"] = state.global_step
         self.run_state.log.log(record, state.global_step)
-        self.run_state.throughput.reset_clock(state.global_step)
+        self.run_state.throughput.exclude_since_mark()

@@ -76,11 +76,19 @@ class MetricsCallback(TrainerCallback):
         if state.is_world_process_zero:
             self.state.log.log(metrics, state.global_step)
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.state.throughput.start(state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # transformers logs, evaluates and saves after this hook: the evaluation and the save (below) are
+        # then left out of the throughput window.
+        self.state.throughput.mark()
+
     def on_evaluate(self, args, state, control, **kwargs):
-        self.state.throughput.reset_clock(state.global_step)
+        self.state.throughput.exclude_since_mark()
 
     def on_save(self, args, state, control, **kwargs):
-        self.state.throughput.reset_clock(state.global_step)
+        self.state.throughput.exclude_since_mark()
 
 
 class _BarOnly(ProgressCallback):

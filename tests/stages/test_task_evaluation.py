@@ -86,6 +86,19 @@ def test_runs_at_the_start_every_interval_and_at_the_end(runs):
     assert json.loads((root / "evaluated" / "stage.json").read_text())["task_eval"] == cost
 
 
+def test_throughput_windows_cover_training_only(runs):
+    """Every logged window reports rates whose ratio is the batch, including the windows that hold an
+    evaluation (transformers' and the task's, which runs just before the log of its step): the evaluation's
+    time is left out and the window's steps and samples are all counted."""
+    root, _, _ = runs
+    for run in ("plain", "evaluated"):
+        windows = [r for r in read_metrics(root / run / "metrics.jsonl") if "train/loss" in r]
+        assert [r["step"] for r in windows] == [1, 2, 3, 4], run
+        for r in windows:
+            ratio = r["train/samples_per_second"] / r["train/steps_per_second"]
+            assert ratio == pytest.approx(8.0), (run, r["step"])  # batch_size 8, one process
+
+
 def test_last_value_is_the_task_on_the_exported_model(runs):
     """The in-memory evaluation at the last step equals the task run on the exported folder, with the same
     switches: the callback measures the model it is given, not a stale or different one."""
