@@ -34,6 +34,24 @@ def is_mistake(completion: str, board: str) -> bool:
     return result.move not in optimal_moves(board)
 
 
+def check_onpolicy_args(
+    generator: str, start_model: str | None, samples: int, temperature: float, greedy: bool = True
+) -> None:
+    """The refusals the on-policy generators share (pairs here, RL prompts in onpolicy_prompts), before the
+    start is loaded: a start, a whole number of samples (some answer to read), a positive temperature."""
+    if not start_model:
+        raise ConfigError(
+            f"{generator}: start_model is not set: name a model folder in generator_args (a stage preparing "
+            "this mixture sets it to its model.init)"
+        )
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
+        raise ConfigError(f"{generator}: samples must be an integer >= 0, got {samples!r}")
+    if samples == 0 and not greedy:
+        raise ConfigError(f"{generator}: samples must be > 0 when greedy is false (no answer would be read)")
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not temperature > 0:
+        raise ConfigError(f"{generator}: temperature must be a number > 0, got {temperature!r}")
+
+
 def start_answers(
     player: ModelPlayer, boards: list[str], samples: int, temperature: float, greedy: bool, seed: int
 ) -> list[list[str]]:
@@ -81,15 +99,7 @@ def tictactoe_dpo_onpolicy(
     samples: sampled answers per position (at ``temperature``, seeded by ``seed``), besides the greedy one
     when ``greedy``. seats / sample / kinds choose the positions as for ``tictactoe_sft``; reasoning is the
     chosen answer's format and should be what SFT taught."""
-    if not start_model:
-        raise ConfigError(
-            "tictactoe_dpo_onpolicy: start_model is not set: name a model folder in generator_args (a stage "
-            "preparing this mixture sets it to its model.init)"
-        )
-    if not isinstance(samples, int) or samples < 0 or (samples == 0 and not greedy):
-        raise ConfigError("tictactoe_dpo_onpolicy: samples must be >= 0, and > 0 when greedy is false")
-    if not temperature > 0:
-        raise ConfigError(f"tictactoe_dpo_onpolicy: temperature must be > 0, got {temperature!r}")
+    check_onpolicy_args("tictactoe_dpo_onpolicy", start_model, samples, temperature, greedy)
     boards = select_positions(seats, sample, seed, kinds=kinds)
     from minigpt.tasks.tictactoe.player import load_player
 

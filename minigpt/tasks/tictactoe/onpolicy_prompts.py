@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from minigpt.errors import ConfigError
 from minigpt.registry import GENERATORS
 from minigpt.tasks.tictactoe.generators import REACH_CHOICES, rl_boards, rl_row
-from minigpt.tasks.tictactoe.onpolicy_pairs import is_mistake, start_answers
+from minigpt.tasks.tictactoe.onpolicy_pairs import check_onpolicy_args, is_mistake, start_answers
 
 if TYPE_CHECKING:
     from minigpt.tasks.tictactoe.player import ModelPlayer
@@ -67,15 +67,7 @@ def tictactoe_rl_onpolicy(
     seats / sample / kinds / min_legal_moves / reach choose the positions as for ``tictactoe_rl``, and
     ``reach: own_play`` keeps only those the start meets in its exhaustive check (module docstring), after
     the others have chosen theirs."""
-    if not start_model:
-        raise ConfigError(
-            "tictactoe_rl_onpolicy: start_model is not set: name a model folder in generator_args (a stage "
-            "preparing this mixture sets it to its model.init)"
-        )
-    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
-        raise ConfigError(f"tictactoe_rl_onpolicy: samples must be an integer >= 0, got {samples!r}")
-    if not temperature > 0:
-        raise ConfigError(f"tictactoe_rl_onpolicy: temperature must be > 0, got {temperature!r}")
+    check_onpolicy_args("tictactoe_rl_onpolicy", start_model, samples, temperature)
     if not 0.0 <= keep_right <= 1.0:
         raise ConfigError(f"tictactoe_rl_onpolicy: keep_right must be between 0 and 1, got {keep_right!r}")
     if reach not in (*REACH_CHOICES, OWN_PLAY):

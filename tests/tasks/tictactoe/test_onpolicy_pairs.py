@@ -83,10 +83,28 @@ def test_sampling_is_seeded_and_the_real_model_is_asked(model_dir):
 def test_bad_arguments_are_refused(model_dir):
     with pytest.raises(ConfigError, match="start_model is not set"):
         list(tictactoe_dpo_onpolicy(None))
-    with pytest.raises(ConfigError, match="samples must be >= 0"):
+    with pytest.raises(ConfigError, match="samples must be > 0 when greedy is false"):
         list(tictactoe_dpo_onpolicy(str(model_dir), samples=0, greedy=False))
-    with pytest.raises(ConfigError, match="temperature must be > 0"):
-        list(tictactoe_dpo_onpolicy(str(model_dir), temperature=0))
+
+
+@pytest.mark.parametrize("generator", ["tictactoe_dpo_onpolicy", "tictactoe_rl_onpolicy"])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ({"samples": -1}, "samples must be an integer >= 0, got -1"),
+        ({"samples": True}, "samples must be an integer >= 0, got True"),  # not read as 1
+        ({"samples": 1.5}, "samples must be an integer >= 0, got 1.5"),
+        ({"temperature": 0}, "temperature must be a number > 0, got 0"),
+        ({"temperature": "hot"}, "temperature must be a number > 0, got 'hot'"),
+    ],
+)
+def test_both_onpolicy_generators_refuse_the_same_bad_sampling(model_dir, generator, args, message):
+    """One check for both generators: the refusal names the generator and the value, before any model is
+    loaded."""
+    from minigpt.registry import GENERATORS
+
+    with pytest.raises(ConfigError, match=f"^{generator}: {message}"):
+        list(GENERATORS.get(generator)(str(model_dir), **args))
 
 
 def _mixture(**args):

@@ -94,7 +94,7 @@ def test_bad_arguments_are_refused(model_dir, canned, monkeypatch):
         list(tictactoe_rl_onpolicy(None))
     with pytest.raises(ConfigError, match="samples must be an integer >= 0"):
         list(tictactoe_rl_onpolicy(str(model_dir), samples=-1))
-    with pytest.raises(ConfigError, match="temperature must be > 0"):
+    with pytest.raises(ConfigError, match="temperature must be a number > 0"):
         list(tictactoe_rl_onpolicy(str(model_dir), temperature=0))
     with pytest.raises(ConfigError, match="keep_right must be between 0 and 1"):
         list(tictactoe_rl_onpolicy(str(model_dir), keep_right=1.5))
