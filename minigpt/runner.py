@@ -7,7 +7,6 @@ resume) with the metrics callback → final evaluation → atomic export of the 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -19,31 +18,32 @@ import torch
 
 from minigpt.checkpoints import (
     DONE_FILE,
-    clear_leftovers,
     export_final,
     newest_checkpoint,
-    read_done,
     resumable_checkpoint,
     write_json_atomic,
 )
 from minigpt.data.training.stage_rows import load_rows
-from minigpt.disk import DiskError, writing
+from minigpt.disk import DiskError
 from minigpt.distributed import barrier, broadcast_from_main, export_state_dict, gather_full_state_dict
-from minigpt.errors import TrainingError
 from minigpt.lora import apply_lora
 from minigpt.metrics import RunLog, flops_per_token, parse_jsonl_tolerant, peak_flops
 from minigpt.model_card import write_model_card
 from minigpt.models.loading import build_model, load_tokenizer, parameter_counts, tokenizer_source
 from minigpt.models.tokenizer import check_chat_tokenizer
-from minigpt.output_lock import LOCK_FILE, OutputLock
+from minigpt.output_folder import (
+    finished_summary,
+    prepare_output_dir,
+    remove_new_entries,
+    restore_aside,
+)
+from minigpt.output_lock import OutputLock
 from minigpt.registry import STAGES
 from minigpt.stages.stage import RunState, StageContext
 from minigpt.stages.stage_config import StageConfig
 from minigpt.stages.trainer_hooks import MiniGPTTrainerMixin
-from minigpt.typed_config import dump_config, validate
+from minigpt.typed_config import dump_config
 
-_RUN_MARKERS = ("metrics.jsonl", "checkpoints", DONE_FILE)
-_ASIDE_PREFIX = ".replaced-"
 _NEVER = 2**62  # a save interval no run reaches: only the end-of-training save happens
 
 
@@ -127,46 +127,6 @@ def training_arguments(
     return kwargs
 
 
-def _prepare_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> Path | None:
-    """Refuse to write over a finished or started run unless asked; with ``overwrite``, move the old run
-    aside (``<output_dir>/.replaced-<pid>``) rather than delete it: it is deleted only once the new run has
-    checked all its inputs and starts training, and put back if the new run is refused before that."""
-    existing = [m for m in _RUN_MARKERS if (output_dir / m).exists()]
-    if not existing or resume:
-        return None
-    if not overwrite:
-        raise TrainingError(
-            f"{output_dir} already holds a run ({', '.join(existing)}). Use --resume to continue it, "
-            "--overwrite to start again, or another output_dir."
-        )
-    aside = output_dir / f"{_ASIDE_PREFIX}{os.getpid()}"
-    with writing(output_dir, "moving the previous run aside"):
-        aside.mkdir()
-        for child in list(output_dir.iterdir()):
-            if child.name not in (LOCK_FILE, aside.name):
-                os.replace(child, aside / child.name)
-    return aside
-
-
-def _restore_aside(output_dir: Path, aside: Path) -> None:
-    """Put a run moved aside back in place of whatever a refused (or killed) attempt wrote."""
-    for child in list(output_dir.iterdir()):
-        if child.name not in (LOCK_FILE, aside.name):
-            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
-    for child in list(aside.iterdir()):
-        os.replace(child, output_dir / child.name)
-    aside.rmdir()
-
-
-def _recover_aside(output_dir: Path) -> Path | None:
-    """A run killed between moving the old run aside and starting to train left it in ``.replaced-*``: it
-    is put back before anything else looks at the folder (we hold the lock, so its owner is gone)."""
-    found = sorted(output_dir.glob(f"{_ASIDE_PREFIX}*")) if output_dir.is_dir() else []
-    for aside in found:
-        _restore_aside(output_dir, aside)
-    return found[-1] if found else None
-
-
 def _trim_metrics(path: Path, last_step: int) -> None:
     """On resume, drop log records written after the checkpoint we resume from (they will be redone)."""
     if not path.exists():
@@ -192,10 +152,10 @@ def run_stage(
     output_dir = Path(cfg.output_dir)
     is_main = distributed_state().is_main_process  # the first call decides CPU vs GPU (see its docstring)
     with OutputLock(output_dir) if is_main else nullcontext():
-        finished = broadcast_from_main(_finished_summary(output_dir, cfg, console) if is_main else None)
+        finished = broadcast_from_main(finished_summary(output_dir, cfg, console) if is_main else None)
         if finished is not None:
             return finished
-        aside = _prepare_output_dir(output_dir, cfg.resume, overwrite) if is_main else None
+        aside = prepare_output_dir(output_dir, cfg.resume, overwrite) if is_main else None
         before = set(output_dir.iterdir()) if output_dir.is_dir() else set()
 
         def started() -> None:  # every input is checked and training begins: the old run can go now
@@ -206,59 +166,10 @@ def run_stage(
             return _run_locked(cfg, params, stage_cls, output_dir, is_main, callbacks, console, started)
         except BaseException as exc:
             if is_main and not getattr(exc, "minigpt_training_started", False) and not cfg.resume:
-                _remove_new_entries(output_dir, before)  # refused before training: leave nothing behind
+                remove_new_entries(output_dir, before)  # refused before training: leave nothing behind
                 if aside is not None:
-                    _restore_aside(output_dir, aside)
+                    restore_aside(output_dir, aside)
             raise
-
-
-def _same_config(output_dir: Path, cfg: StageConfig) -> bool:
-    """The finished run in ``output_dir`` was trained with this config (``resume`` aside): a resume with a
-    changed config (more steps, other data) is a request to train on, and goes through the trainer."""
-    import yaml
-
-    from minigpt.errors import MiniGPTError
-    from minigpt.secrets import redact
-
-    try:
-        saved = yaml.safe_load((output_dir / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return False
-    if not isinstance(saved, dict):
-        return False
-    # Compared as validated configs without their defaults: a snapshot written by an earlier version (its
-    # algo as the user wrote it, fewer fields) is the same config when it validates to the same values.
-    try:
-        saved_cfg = validate(StageConfig, saved, str(output_dir / "config.yaml"))
-    except (MiniGPTError, ValueError):
-        return False
-
-    def comparable(config: StageConfig) -> dict[str, Any]:
-        dump = redact(config.model_dump(mode="json", exclude_defaults=True))
-        dump.pop("resume", None)
-        return dump
-
-    return comparable(saved_cfg) == comparable(cfg)
-
-
-def _finished_summary(output_dir: Path, cfg: StageConfig, console: bool) -> dict[str, Any] | None:
-    """Under the lock: clear what killed runs left behind, and for a resume of a stage that already
-    finished (``stage.json`` present) its summary, so that a finished stage is never trained again."""
-    recovered = _recover_aside(output_dir)
-    cleared = clear_leftovers(output_dir)
-    if console and (recovered or cleared):
-        names = [p.name for p in cleared] + ([f"{recovered.name} (put back)"] if recovered else [])
-        print(f"{output_dir}: cleared what an interrupted run left: {', '.join(names)}", flush=True)
-    done = read_done(output_dir) if cfg.resume and _same_config(output_dir, cfg) else None
-    if done is not None and console:
-        print(f"{output_dir}: the stage already finished (stage.json); nothing to resume", flush=True)
-    return done
-
-
-def _remove_new_entries(output_dir: Path, before: set[Path]) -> None:
-    for entry in set(output_dir.iterdir()) - before:
-        if entry.name != ".minigpt.lock":
-            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
 
 
 def _run_locked(

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from minigpt.runner import _same_config
+from minigpt.output_folder import same_config
 from minigpt.stages.preference.preference_params import DPOParams
 from minigpt.stages.stage_config import StageConfig
 
@@ -30,13 +30,13 @@ def test_a_stage_config_pickles():
     assert again == cfg and type(again) is type(cfg)
 
 
-def test_a_snapshot_with_only_the_given_fields_is_the_same_config(tmp_path):
+def test_a_snapshot_with_only_the_given_fields_is_thesame_config(tmp_path):
     cfg = StageConfig.model_validate(
         {"stage": "dpo", **BASE, "output_dir": str(tmp_path), "algo": {"beta": 0.3}}
     )
     written = {"stage": "dpo", **BASE, "output_dir": str(tmp_path), "algo": {"beta": 0.3}}  # no defaults
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(written))
-    assert _same_config(tmp_path, cfg)
+    assert same_config(tmp_path, cfg)
     written["algo"]["beta"] = 0.2
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(written))
-    assert not _same_config(tmp_path, cfg)
+    assert not same_config(tmp_path, cfg)
