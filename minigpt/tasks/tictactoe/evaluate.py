@@ -238,7 +238,8 @@ def evaluate_checkpoint(
     ``kwargs`` are the fields of :class:`~minigpt.tasks.tictactoe.eval_settings.TicTacToeEvalArgs`
     (checked before the model is loaded: a ConfigError names a wrong field); ``max_new_tokens`` and
     ``trust_remote_code`` go to the player, ``batch_size`` to both, the rest to :func:`evaluate_player`.
-    The result gains a ``model_dir`` key."""
+    The result gains a ``model_dir`` key; the greedy answers are kept in the folder (greedy_answers.py)."""
+    from minigpt.tasks.tictactoe.greedy_answers import save_greedy_answers
     from minigpt.tasks.tictactoe.player import load_player
 
     args = eval_args(kwargs).model_dump()
@@ -246,6 +247,8 @@ def evaluate_checkpoint(
     player = load_player(model_dir, batch_size=args["batch_size"], **player_kw)
     result = evaluate_player(player, **args)
     result["model_dir"] = str(model_dir)
+    # the next stage's on-policy generators ask this folder the same positions greedily (greedy_answers.py)
+    save_greedy_answers(player, model_dir)
     if out_json is not None:
         Path(out_json).parent.mkdir(parents=True, exist_ok=True)
         from minigpt.secrets import redact

@@ -52,6 +52,17 @@ def check_onpolicy_args(
         raise ConfigError(f"{generator}: temperature must be a number > 0, got {temperature!r}")
 
 
+def load_start(start_model: str, batch_size: int, max_new_tokens: int) -> ModelPlayer:
+    """The on-policy generators' start as a greedy player, its cache started from the answers its own
+    evaluation kept in the folder (greedy_answers.py): those boards are not generated again."""
+    from minigpt.tasks.tictactoe.greedy_answers import load_greedy_answers
+    from minigpt.tasks.tictactoe.player import load_player
+
+    player = load_player(start_model, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    load_greedy_answers(player, start_model)
+    return player
+
+
 def start_answers(
     player: ModelPlayer, boards: list[str], samples: int, temperature: float, greedy: bool, seed: int
 ) -> list[list[str]]:
@@ -101,9 +112,7 @@ def tictactoe_dpo_onpolicy(
     chosen answer's format and should be what SFT taught."""
     check_onpolicy_args("tictactoe_dpo_onpolicy", start_model, samples, temperature, greedy)
     boards = select_positions(seats, sample, seed, kinds=kinds)
-    from minigpt.tasks.tictactoe.player import load_player
-
-    player = load_player(start_model, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    player = load_start(start_model, batch_size, max_new_tokens)
     answers = start_answers(player, boards, samples, temperature, greedy, seed)
     for board, texts in zip(boards, answers, strict=True):
         wrong = [t for t in dict.fromkeys(texts) if is_mistake(t, board)]

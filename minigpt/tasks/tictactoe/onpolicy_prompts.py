@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from minigpt.errors import ConfigError
 from minigpt.registry import GENERATORS
 from minigpt.tasks.tictactoe.generators import REACH_CHOICES, rl_boards, rl_row
-from minigpt.tasks.tictactoe.onpolicy_pairs import check_onpolicy_args, is_mistake, start_answers
+from minigpt.tasks.tictactoe.onpolicy_pairs import check_onpolicy_args, is_mistake, load_start, start_answers
 
 if TYPE_CHECKING:
     from minigpt.tasks.tictactoe.player import ModelPlayer
@@ -75,9 +75,7 @@ def tictactoe_rl_onpolicy(
             f"tictactoe_rl_onpolicy: reach must be one of {', '.join((*REACH_CHOICES, OWN_PLAY))}, got {reach!r}"
         )
     boards = rl_boards(seats, sample, seed, "all" if reach == OWN_PLAY else reach, kinds, min_legal_moves)
-    from minigpt.tasks.tictactoe.player import load_player
-
-    player = load_player(start_model, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    player = load_start(start_model, batch_size, max_new_tokens)
     if reach == OWN_PLAY:
         met = own_play_positions(player, seats)
         chosen, boards = len(boards), [b for b in boards if b in met]

@@ -76,6 +76,15 @@ class ModelPlayer:
             self._greedy_cache.update(zip(missing, self._generate(missing), strict=True))
         return [self._greedy_cache[b] for b in boards]
 
+    def greedy_answers(self) -> dict[str, str]:
+        """The greedy answers made so far, per board (a copy)."""
+        return dict(self._greedy_cache)
+
+    def add_greedy_answers(self, answers: dict[str, str]) -> None:
+        """Greedy answers made earlier by this same model (greedy_answers.py checks that), so that asking
+        those boards again generates nothing."""
+        self._greedy_cache.update(answers)
+
     def _generate(self, boards: Sequence[str]) -> list[str]:
         import torch
 
