@@ -119,14 +119,16 @@ class Throughput:
             }
             if max_steps > 0:
                 out["train/eta_minutes"] = max(max_steps - step, 0) * (elapsed / steps) / 60.0
-        self._last_time = self._mark = now
-        self._last_tokens, self._last_samples, self._last_step = self.tokens, self.samples, step
+        self._open(step, now)
         return out
 
     def start(self, step: int) -> None:
         """Opens the first window where training begins or resumes: building the trainer, tokenizing the data
         and the steps of a resumed run before ``step`` are not in it."""
-        self._last_time = self._mark = time.perf_counter()
+        self._open(step, time.perf_counter())
+
+    def _open(self, step: int, now: float) -> None:
+        self._last_time = self._mark = now
         self._last_tokens, self._last_samples, self._last_step = self.tokens, self.samples, step
 
     def mark(self) -> None:

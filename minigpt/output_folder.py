@@ -45,8 +45,8 @@ def prepare_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> Path 
 def restore_aside(output_dir: Path, aside: Path) -> None:
     """Put a run moved aside back in place of whatever a refused (or killed) attempt wrote."""
     for child in list(output_dir.iterdir()):
-        if child.name not in (LOCK_FILE, aside.name):
-            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+        if child.name != aside.name:
+            _remove_entry(child)
     for child in list(aside.iterdir()):
         os.replace(child, output_dir / child.name)
     aside.rmdir()
@@ -106,5 +106,10 @@ def finished_summary(output_dir: Path, cfg: StageConfig, console: bool) -> dict[
 
 def remove_new_entries(output_dir: Path, before: set[Path]) -> None:
     for entry in set(output_dir.iterdir()) - before:
-        if entry.name != LOCK_FILE:
-            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+        _remove_entry(entry)
+
+
+def _remove_entry(entry: Path) -> None:
+    """Delete a file or folder of a stage folder; never the lock, which this process holds."""
+    if entry.name != LOCK_FILE:
+        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
