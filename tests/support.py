@@ -5,6 +5,7 @@ import random
 from pathlib import Path
 
 import pytest
+import yaml
 from transformers import TrainerCallback
 
 # A 2-layer, 64-wide model: seconds per test on a CPU.
@@ -241,3 +242,16 @@ def tictactoe_model_dir(path: Path, *, sample: int = 300, vocab_size: int = 320,
     tiny_qwen3(tokenizer, context=context, tied=True).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def short_onpolicy_mixture(name: str, positions: int, folder: Path) -> Path:
+    """A copy of ``recipes/tictactoe/<name>`` written to ``folder`` whose on-policy sources draw a seeded
+    ``positions`` of the 4,520 positions: a shortened recipe's start would otherwise answer all of them, which
+    costs more than the shortened stages that read the data."""
+    config = yaml.safe_load(Path("recipes/tictactoe", name).read_text())
+    for source in config["sources"]:
+        if source["generator"].endswith("_onpolicy"):
+            source["generator_args"]["sample"] = positions
+    out = folder / f"short-{name}"
+    out.write_text(yaml.safe_dump(config))
+    return out

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
+from support import short_onpolicy_mixture
 
 from minigpt.metrics import read_metrics
 from minigpt.pipeline import run_recipe
@@ -33,10 +33,7 @@ SHORT = [
 def short_settings(run: Path) -> list[str]:
     """The shortened arena writing to ``run``: SHORT, and on-policy pairs from a seeded 1,000 of the 4,520
     positions (the whole sweep, greedy + 1 sample, would be the branch's largest cost)."""
-    pairs = run.parent / "dpo-onpolicy-short.yaml"
-    config = yaml.safe_load(Path("recipes/tictactoe/dpo-onpolicy.yaml").read_text())
-    config["sources"][0]["generator_args"]["sample"] = 1000
-    pairs.write_text(yaml.safe_dump(config))
+    pairs = short_onpolicy_mixture("dpo-onpolicy.yaml", 1000, run.parent)
     return [f"output_dir={run}", *SHORT, f"stages.3.config.data.data_config={pairs}"]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import short_onpolicy_mixture
 
 from minigpt.pipeline import run_recipe
 
@@ -25,13 +26,7 @@ def _short_mixture(recipe_file: str, folder: Path) -> Path:
         st["config"]["data"].get("data_config") for st in recipe["stages"] if "data" in st.get("config", {})
     ]
     assert f"tictactoe/{recipe_file}" in used, used  # the test shortens what the recipe runs
-    config = yaml.safe_load(Path("recipes/tictactoe", recipe_file).read_text())
-    for source in config["sources"]:
-        if source["generator"].endswith("_onpolicy"):
-            source["generator_args"]["sample"] = ONPOLICY_POSITIONS
-    out = folder / f"short-{recipe_file}"
-    out.write_text(yaml.safe_dump(config))
-    return out
+    return short_onpolicy_mixture(recipe_file, ONPOLICY_POSITIONS, folder)
 
 
 @pytest.mark.slow
